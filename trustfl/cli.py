@@ -1,0 +1,119 @@
+"""The ``trustfl`` command line: ``trustfl run CONFIG`` and ``trustfl verify RUN_DIR``.
+
+Later issues add ``eval``, ``audit``, ``dedup``, ``origin``, ``unlearn`` and ``demo`` as
+sub-commands of the same parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main"]
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE (e.g. federation.rounds=2), got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from trustfl.config import load_config
+    from trustfl.federation import Federation
+
+    config = load_config(args.config, dict(args.set or []))
+    out = args.out or Path("runs") / config.name
+    fed = Federation(config, out_dir=out, resume=args.resume, overwrite=args.overwrite,
+                     progress=not args.quiet)
+    summary = fed.run()
+    console = Console()
+    table = Table(title=f"trustfl run: {config.name}")
+    table.add_column("round", justify="right")
+    keys = sorted({k for m in summary.history for k in m.get("eval", {}) if k != "tokens"})
+    for k in keys:
+        table.add_column(k, justify="right")
+    table.add_column("train loss", justify="right")
+    table.add_column("clients s", justify="right")
+    for m in summary.history:
+        ev = m.get("eval", {})
+        table.add_row(str(m["round"]), *[f"{ev[k]:.4f}" if k in ev else "-" for k in keys],
+                      f"{m['train_loss']:.4f}", f"{m['time']['clients_s']:.1f}")
+    console.print(table)
+    if summary.baseline_accuracy is not None:
+        console.print(f"majority-class baseline accuracy: {summary.baseline_accuracy:.4f}")
+    if summary.stopped_reason:
+        console.print(f"[yellow]stopped early:[/yellow] {summary.stopped_reason}")
+    console.print(f"run directory: {summary.run_dir.resolve()}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from trustfl.rundir import RunDir
+
+    report = RunDir(args.run_dir).verify()
+    print(f"{args.run_dir}: OK ({report})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trustfl",
+        description="Private, trustworthy and auditable federated fine-tuning of foundation models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a federated fine-tuning job from a TOML/YAML config",
+                         description="Run a federated LoRA fine-tuning job; writes a run directory.")
+    run.add_argument("config", help="path to a .toml/.yaml run config (see examples/quickstart.toml)")
+    run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config name>)")
+    run.add_argument("--resume", action="store_true", help="continue a killed run from its last complete round")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    run.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set federation.rounds=2 (repeatable)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_cmd_run)
+
+    verify = sub.add_parser("verify", help="check every file of a run directory against its manifest (sha256)",
+                            description="Verify a run directory: sha256 and integrity of every file.")
+    verify.add_argument("run_dir", type=Path)
+    verify.set_defaults(func=_cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from trustfl.errors import TrustFLError
+    from trustfl.rundir import RunDirError
+
+    try:
+        return int(args.func(args) or 0)
+    except (TrustFLError, RunDirError) as exc:
+        print(f"trustfl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trustfl {args.command}: interrupted; completed rounds are kept (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Typed run configuration, loaded from TOML or YAML and validated at load.
+
+Every section is a dataclass; unknown keys are rejected (with the valid ones listed) and a
+bad value is reported with its dotted field path and the rule it breaks, e.g.
+``ConfigError: federation.rounds: must be >= 1, got 0``. ``RunConfig.to_dict()`` is what
+goes into the run manifest, and loading that dict again gives the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from trustfl.errors import ConfigError
+from trustfl.models.lora import LoraSettings
+
+__all__ = ["ClientSettings", "DataSettings", "FederationSettings", "ModelSettings", "PartitionSettings",
+           "RunConfig", "ServerSettings", "from_dict", "load_config"]
+
+
+def _check(cond: bool, path: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: {msg}")
+
+
+@dataclass
+class ModelSettings:
+    """Which FM, for which task, at which maximum sequence length."""
+
+    name: str = "minilm"
+    task: Literal["classification", "causal_lm"] = "classification"
+    max_length: int = 64
+
+    def __post_init__(self) -> None:
+        _check(self.max_length >= 8, "model.max_length", f"must be >= 8, got {self.max_length}")
+
+
+@dataclass
+class DataSettings:
+    """Where records come from: a built-in offline corpus, a CSV/JSONL path or a HF dataset name."""
+
+    name: str = "sms_spam"
+    text_column: str = "text"
+    label_column: str = "label"
+    test_fraction: float = 0.2
+    holdout_fraction: float = 0.1
+    max_records: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(0 < self.test_fraction < 1, "data.test_fraction", f"must be in (0, 1), got {self.test_fraction}")
+        _check(0 <= self.holdout_fraction < 1, "data.holdout_fraction",
+               f"must be in [0, 1), got {self.holdout_fraction}")
+        _check(self.max_records is None or self.max_records >= 10, "data.max_records",
+               f"must be >= 10 or unset, got {self.max_records}")
+
+
+@dataclass
+class PartitionSettings:
+    """How training records are split over clients (Hsu et al. 2019 Dirichlet label skew by default)."""
+
+    scheme: Literal["iid", "dirichlet", "key"] = "dirichlet"
+    num_clients: int = 8
+    alpha: float = 0.5
+    key_column: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.num_clients >= 1, "partition.num_clients", f"must be >= 1, got {self.num_clients}")
+        _check(self.alpha > 0, "partition.alpha", f"must be > 0, got {self.alpha}")
+        _check(self.scheme != "key" or bool(self.key_column), "partition.key_column",
+               "is required when scheme = 'key' (e.g. 'account')")
+
+
+@dataclass
+class ClientSettings:
+    """Local training of each sampled client (AdamW over adapter + head parameters)."""
+
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "client.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.max_steps is None or self.max_steps >= 1, "client.max_steps",
+               f"must be >= 1 or unset, got {self.max_steps}")
+        _check(self.batch_size >= 1, "client.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(0 < self.lr < 1, "client.lr", f"must be in (0, 1), got {self.lr}")
+        _check(self.weight_decay >= 0, "client.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(self.max_grad_norm is None or self.max_grad_norm > 0, "client.max_grad_norm",
+               f"must be > 0 or unset, got {self.max_grad_norm}")
+
+
+@dataclass
+class ServerSettings:
+    """Server side: the aggregator (by registry name) and the server learning rate."""
+
+    aggregator: str = "fedavg"
+    aggregator_options: dict[str, Any] = field(default_factory=dict)
+    server_lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.server_lr > 0, "server.server_lr", f"must be > 0, got {self.server_lr}")
+        from trustfl.defenses import available_aggregators
+
+        _check(self.aggregator.lower() in available_aggregators(), "server.aggregator",
+               f"unknown aggregator {self.aggregator!r}; valid: {available_aggregators()}")
+
+
+@dataclass
+class FederationSettings:
+    """Rounds, client sampling, engine and what the run directory keeps."""
+
+    rounds: int = 3
+    clients_per_round: int | None = None
+    fraction: float | None = None
+    engine: Literal["local"] = "local"
+    save_client_updates: bool = True
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 1, "federation.rounds", f"must be >= 1, got {self.rounds}")
+        _check(self.clients_per_round is None or self.clients_per_round >= 1, "federation.clients_per_round",
+               f"must be >= 1 or unset, got {self.clients_per_round}")
+        _check(self.fraction is None or 0 < self.fraction <= 1, "federation.fraction",
+               f"must be in (0, 1] or unset, got {self.fraction}")
+        _check(self.fraction is None or self.clients_per_round is None, "federation",
+               "set either clients_per_round or fraction, not both")
+        _check(self.eval_every >= 1, "federation.eval_every", f"must be >= 1, got {self.eval_every}")
+
+
+@dataclass
+class RunConfig:
+    """A whole federated run. ``seed`` drives every random choice (same config + seed = same run)."""
+
+    seed: int = 0
+    name: str = "run"
+    model: ModelSettings = field(default_factory=ModelSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    partition: PartitionSettings = field(default_factory=PartitionSettings)
+    client: ClientSettings = field(default_factory=ClientSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    federation: FederationSettings = field(default_factory=FederationSettings)
+
+    def __post_init__(self) -> None:
+        fed, part = self.federation, self.partition
+        if fed.clients_per_round is not None:
+            _check(fed.clients_per_round <= part.num_clients, "federation.clients_per_round",
+                   f"{fed.clients_per_round} exceeds partition.num_clients = {part.num_clients}")
+
+    @property
+    def clients_per_round(self) -> int:
+        """How many clients each round samples (at least one)."""
+        if self.federation.clients_per_round is not None:
+            return self.federation.clients_per_round
+        if self.federation.fraction is not None:
+            return max(1, round(self.federation.fraction * self.partition.num_clients))
+        return self.partition.num_clients
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return from_dict(cls, data)
+
+
+# ---------------------------------------------------------------------- generic loading
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against the type hint ``tp`` (recursing into dataclasses and lists)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            _check(type(None) in args, path, "must not be empty/None")
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc).split(": ", 1)[-1])
+        raise ConfigError(f"{path}: {' or '.join(errors)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        _check(value in choices, path, f"must be one of {list(choices)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, dict), path, f"must be a table/section, got {type(value).__name__}")
+        return from_dict(tp, value, path)
+    if origin is list:
+        _check(isinstance(value, list), path, f"must be a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _check(isinstance(value, dict), path, f"must be a table, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        _check(isinstance(value, bool), path, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), path, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), path,
+               f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), path, f"must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and ill-typed values."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = path or "config"
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
+    kwargs = {k: _coerce(hints[k], v, f"{path}.{k}" if path else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or cls.__name__}: {exc}") from exc
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a :class:`RunConfig` from a ``.toml`` or ``.yaml``/``.yml`` file.
+
+    ``overrides`` maps dotted keys (``"federation.rounds"``) to values applied before validation.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {str(p)!r}: expected a .toml, .yaml or .yml file")
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"config file {str(p)!r} is not valid {p.suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r}: top level must be a table/mapping")
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return RunConfig.from_dict(data)

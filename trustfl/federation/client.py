@@ -1,0 +1,170 @@
+"""Local training of one client: load the global adapter, train with AdamW, return the delta.
+
+One :class:`LocalTrainer` (one model in memory) serves every client of a run in turn; a
+client is just its records. With adapters only on the top blocks, the trainer caches each
+record's frozen-prefix output the first time the client trains
+(:class:`trustfl.models.FrozenPrefix`) and afterwards trains the top blocks only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from trustfl.federation.hooks import ClientPrivacy, ClientResult, PrivacyContext
+from trustfl.federation.seeding import derive_seed, generator
+from trustfl.models.layout import ParamLayout
+from trustfl.models.prefix_cache import FrozenPrefix, pad_hidden
+
+__all__ = ["Batcher", "LocalTrainer", "to_examples"]
+
+Example = dict[str, Any]
+
+
+def to_examples(tokenized: Any) -> list[Example]:
+    """Turn a tokenized ``datasets.Dataset`` (``input_ids`` [+ ``labels``]) into a list of dicts of tensors."""
+    cols = tokenized.column_names
+    ids = tokenized["input_ids"]
+    labels = tokenized["labels"] if "labels" in cols else None
+    out: list[Example] = []
+    for i, seq in enumerate(ids):
+        ex: Example = {"input_ids": torch.as_tensor(seq, dtype=torch.long)}
+        if labels is not None:
+            ex["labels"] = int(labels[i])
+        out.append(ex)
+    return out
+
+
+class Batcher:
+    """Collate examples with dynamic (right) padding to the longest sequence in the batch.
+
+    Classification batches carry ``labels`` [b]; causal-LM batches carry ``labels`` = the
+    input ids with padding set to -100 (ignored by the loss). Examples that hold a cached
+    frozen prefix (``"prefix"``, [len, h]) get it padded alongside into ``"prefix"`` [b, L, h].
+    """
+
+    def __init__(self, *, pad_token_id: int, task: str) -> None:
+        self.pad_token_id = pad_token_id
+        self.task = task
+
+    def __call__(self, items: Sequence[Example]) -> dict[str, torch.Tensor]:
+        lengths = [int(it["input_ids"].shape[0]) for it in items]
+        length = max(lengths)
+        input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(items), length), dtype=torch.long)
+        for i, it in enumerate(items):
+            input_ids[i, : lengths[i]] = it["input_ids"]
+            mask[i, : lengths[i]] = 1
+        batch = {"input_ids": input_ids, "attention_mask": mask}
+        if self.task == "causal_lm":
+            batch["labels"] = input_ids.masked_fill(mask == 0, -100)
+        else:
+            batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+        if "prefix" in items[0]:
+            batch["prefix"] = pad_hidden([it["prefix"] for it in items], length)
+        return batch
+
+
+class LocalTrainer:
+    """Trains the shared adapter model on one client's examples at a time.
+
+    Args:
+        model: the peft model (adapters + head trainable, FM frozen).
+        layout: its :class:`ParamLayout`.
+        batcher: collates examples into batches.
+        epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm: local optimisation
+            (AdamW, fresh each round, as in FedAvg).
+        prefix: a :class:`FrozenPrefix` to cache and replay the frozen bottom blocks, or None.
+        privacy: a :class:`ClientPrivacy` hook wrapping training (e.g. DP-SGD), or None.
+    """
+
+    def __init__(self, model: nn.Module, layout: ParamLayout, batcher: Batcher, *, epochs: int = 1,
+                 max_steps: int | None = None, batch_size: int = 16, lr: float = 5e-4,
+                 weight_decay: float = 0.0, max_grad_norm: float | None = 1.0,
+                 prefix: FrozenPrefix | None = None, privacy: ClientPrivacy | None = None,
+                 prefix_batch_size: int = 64) -> None:
+        self.model = model
+        self.layout = layout
+        self.batcher = batcher
+        self.epochs, self.max_steps, self.batch_size = epochs, max_steps, batch_size
+        self.lr, self.weight_decay, self.max_grad_norm = lr, weight_decay, max_grad_norm
+        self.prefix = prefix
+        self.privacy = privacy
+        self.prefix_batch_size = prefix_batch_size
+        self._params = [p for p in model.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ prefix cache
+    def attach_prefix(self, examples: list[Example]) -> list[Example]:
+        """Return ``examples`` with their frozen-prefix output cached (computed once, by length)."""
+        if self.prefix is None or not examples or "prefix" in examples[0]:
+            return examples
+        order = sorted(range(len(examples)), key=lambda i: int(examples[i]["input_ids"].shape[0]))
+        out: list[Example] = [dict(ex) for ex in examples]
+        for start in range(0, len(order), self.prefix_batch_size):
+            idx = order[start:start + self.prefix_batch_size]
+            batch = self.batcher([examples[i] for i in idx])
+            cached = self.prefix.compute(batch["input_ids"], batch["attention_mask"])
+            for i, hidden in zip(idx, cached):
+                out[i]["prefix"] = hidden
+        return out
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Any:
+        """Model forward on a collated batch, replaying the cached prefix when the batch has one."""
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+        if "prefix" in batch:
+            if self.prefix is None:
+                raise ValueError("batch carries a cached prefix but the trainer has no FrozenPrefix")
+            with self.prefix.replay(batch["prefix"]):
+                return self.model(**inputs)
+        return self.model(**inputs)
+
+    # ------------------------------------------------------------------ training
+    def num_steps(self, num_examples: int) -> int:
+        steps = self.epochs * math.ceil(num_examples / self.batch_size)
+        return steps if self.max_steps is None else min(steps, self.max_steps)
+
+    def train(self, client_id: int, examples: list[Example], global_vector: torch.Tensor, *, round: int,
+              seed: int) -> ClientResult:
+        """Train from ``global_vector`` on ``examples``; return the update ``delta = local - global``."""
+        if not examples:
+            raise ValueError(f"client {client_id}: has no training examples")
+        start = time.perf_counter()
+        self.layout.load_into(self.model, global_vector)
+        torch.manual_seed(derive_seed(seed, "dropout", round, client_id))
+        model: nn.Module = self.model
+        model.train()
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(self._params, lr=self.lr,
+                                                             weight_decay=self.weight_decay)
+        loader: Any = DataLoader(examples, batch_size=self.batch_size, shuffle=True, collate_fn=self.batcher,
+                                 generator=generator(seed, "shuffle", round, client_id))
+        context = PrivacyContext(client_id=client_id, round=round, num_samples=len(examples), seed=seed)
+        if self.privacy is not None:
+            model, optimizer, loader = self.privacy.prepare(model, optimizer, loader, context=context)
+        steps, seen, loss_sum = 0, 0, 0.0
+        budget = self.num_steps(len(examples))
+        while steps < budget:
+            for batch in loader:
+                if batch["input_ids"].shape[0] == 0:  # Poisson sampling may draw an empty batch
+                    continue
+                out = self.forward(batch)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if self.max_grad_norm is not None and self.privacy is None:
+                    torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
+                optimizer.step()
+                steps += 1
+                seen += int(batch["input_ids"].shape[0])
+                loss_sum += float(out.loss.detach()) * int(batch["input_ids"].shape[0])
+                if steps >= budget:
+                    break
+        metrics = {"train_loss": loss_sum / max(seen, 1), "steps": float(steps), "samples_seen": float(seen),
+                   "train_seconds": time.perf_counter() - start}
+        if self.privacy is not None:
+            metrics.update(self.privacy.finish(context=context))
+        delta = self.layout.flatten(self.model) - global_vector
+        return ClientResult(client_id=client_id, delta=delta, num_samples=len(examples), metrics=metrics)

@@ -1,0 +1,302 @@
+"""The federated LoRA loop: ``Federation(config).run()``.
+
+Each round the server samples clients (seeded), every sampled client fine-tunes the LoRA
+adapter from the current global vector and returns ``delta`` plus its sample count, update
+attacks (if any) rewrite the attackers' deltas, the server pipeline aggregates, the global
+adapter moves by ``server_lr * aggregate``, the model is evaluated on the held-out test set,
+and the round is committed to the run directory. All randomness is derived from
+``(seed, purpose, round, client)``, so ``--resume`` after a kill reproduces the uninterrupted
+run exactly. FedAvg: McMahan et al. 2017.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from trustfl.config import RunConfig
+from trustfl.errors import ConfigError, StopFederation
+from trustfl.federation.client import Batcher, LocalTrainer, to_examples
+from trustfl.federation.engine import LocalEngine
+from trustfl.federation.evaluate import evaluate, majority_baseline
+from trustfl.federation.hooks import (AttackContext, ClientPrivacy, ClientResult, DataAttack, RoundCallback,
+                                      RoundReport, SecureAggregator, UpdateAttack)
+from trustfl.federation.seeding import derive_seed, generator
+
+__all__ = ["Federation", "RunSummary"]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or cleanly stopped) run reports."""
+
+    run_dir: Path
+    rounds_completed: int
+    final_metrics: dict[str, Any]
+    baseline_accuracy: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_reason: str | None = None
+
+
+class Federation:
+    """A federated fine-tuning run of a LoRA adapter on an FM.
+
+    Args:
+        config: the typed :class:`~trustfl.config.RunConfig`.
+        out_dir: run directory (default ``runs/<config.name>``).
+        pipeline: server aggregation pipeline (default: ``config.server.aggregator``, FedAvg).
+        data_attacks: ``{client_id: DataAttack}`` applied to those clients' training records.
+        update_attack / attackers: an update attack and the client ids that run it.
+        privacy: a client-side privacy hook (sample-level DP) used by every client.
+        secure_aggregation: a secure-sum hook; the pipeline must then need only a weighted sum.
+        callbacks: called after every round (may add metrics or raise ``StopFederation``).
+        resume: continue the run in ``out_dir`` from its last complete round.
+        overwrite: replace an existing run directory.
+        progress: show progress bars.
+    """
+
+    def __init__(self, config: RunConfig, *, out_dir: str | Path | None = None, pipeline: Any = None,
+                 data_attacks: dict[int, DataAttack] | None = None, update_attack: UpdateAttack | None = None,
+                 attackers: Sequence[int] = (), privacy: ClientPrivacy | None = None,
+                 secure_aggregation: SecureAggregator | None = None, callbacks: Sequence[RoundCallback] = (),
+                 resume: bool = False, overwrite: bool = False, progress: bool = True) -> None:
+        from trustfl.defenses import Pipeline, make_aggregator
+
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
+        self.pipeline = pipeline if pipeline is not None else Pipeline(
+            aggregator=make_aggregator(config.server.aggregator, **config.server.aggregator_options))
+        self.data_attacks = dict(data_attacks or {})
+        self.update_attack = update_attack
+        self.attackers = sorted(set(int(a) for a in attackers))
+        self.privacy = privacy
+        self.secure_aggregation = secure_aggregation
+        self.callbacks = list(callbacks)
+        self.resume = resume
+        self.overwrite = overwrite
+        self.progress = progress
+        self.timings: list[dict[str, float]] = []
+        n = config.partition.num_clients
+        bad = [a for a in [*self.attackers, *self.data_attacks] if not 0 <= a < n]
+        if bad:
+            raise ConfigError(f"attackers: client ids {bad} out of range [0, {n - 1}]")
+        if update_attack is not None and not self.attackers:
+            raise ConfigError("update_attack is set but no attackers were named")
+        if secure_aggregation is not None:
+            if self.pipeline.requires_individual_updates:
+                raise ConfigError(f"secure_aggregation: the pipeline {self.pipeline!r} needs individual updates, "
+                                  "which secure aggregation hides; use a sum-only pipeline (FedAvg [+ noise])")
+            if config.federation.save_client_updates:
+                raise ConfigError("secure_aggregation: federation.save_client_updates must be false (the server "
+                                  "never sees individual updates)")
+        self._ready = False
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Load and split the data, load the FM with adapters, open the run directory."""
+        if self._ready:
+            return
+        from trustfl.data import (fingerprint_dataset, holdout_split, label_names, load_dataset_source,
+                                  partition_dataset, tokenize_dataset, train_test_split_dataset)
+        from trustfl.models import FrozenPrefix, ParamLayout, apply_lora, find_layer_stack, load_fm
+
+        cfg, seed = self.config, self.config.seed
+        ds = load_dataset_source(cfg.data.name, text_column=cfg.data.text_column,
+                                 label_column=cfg.data.label_column)
+        ds = ds.add_column("row_id", list(range(len(ds))))
+        if cfg.data.max_records is not None and cfg.data.max_records < len(ds):
+            ds = ds.shuffle(seed=derive_seed(seed, "subsample") % 2**32).select(range(cfg.data.max_records))
+        train, test = train_test_split_dataset(ds, test_fraction=cfg.data.test_fraction,
+                                               seed=derive_seed(seed, "test") % 2**32)
+        parts = partition_dataset(train, scheme=cfg.partition.scheme, num_clients=cfg.partition.num_clients,
+                                  seed=derive_seed(seed, "partition") % 2**32, alpha=cfg.partition.alpha,
+                                  key_column=cfg.partition.key_column)
+        self.client_train, self.client_holdout = {}, {}
+        for cid, part in enumerate(parts):
+            tr, ho = holdout_split(part, holdout_fraction=cfg.data.holdout_fraction,
+                                   seed=derive_seed(seed, "holdout", cid) % 2**32)
+            if cid in self.data_attacks:
+                tr = self.data_attacks[cid](tr, client_id=cid, seed=derive_seed(seed, "data_attack", cid))
+            self.client_train[cid], self.client_holdout[cid] = tr, ho
+        self.test = test
+        self.label_names = label_names(ds) if cfg.model.task == "classification" else None
+        num_labels = len(self.label_names) if self.label_names else None
+
+        self.fm = load_fm(cfg.model.name, task=cfg.model.task, num_labels=num_labels,
+                          seed=derive_seed(seed, "head") % 2**32)
+        torch.manual_seed(derive_seed(seed, "lora"))
+        self.model = apply_lora(self.fm.model, cfg.lora, task=cfg.model.task)
+        self.layout = ParamLayout.from_model(self.model)
+        prefix = None
+        if cfg.lora.top_layers is not None and cfg.lora.cache_prefix:
+            _, stack = find_layer_stack(self.model)
+            first = len(stack) - cfg.lora.top_layers
+            if first > 0:
+                prefix = FrozenPrefix(self.model, first_trainable=first)
+        batcher = Batcher(pad_token_id=self.fm.pad_token_id, task=cfg.model.task)
+        c = cfg.client
+        self.trainer = LocalTrainer(self.model, self.layout, batcher, epochs=c.epochs, max_steps=c.max_steps,
+                                    batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
+                                    max_grad_norm=c.max_grad_norm, prefix=prefix, privacy=self.privacy)
+
+        def tok(d: Any) -> list[dict[str, Any]]:
+            return to_examples(tokenize_dataset(d, self.fm.tokenizer, max_length=cfg.model.max_length,
+                                                task=cfg.model.task))
+
+        examples = {cid: tok(d) for cid, d in tqdm(self.client_train.items(), desc="tokenizing clients",
+                                                   disable=not self.progress, leave=False)}
+        empty = [cid for cid, ex in examples.items() if not ex]
+        if empty:
+            raise ConfigError(f"partition: clients {empty} have no training records after the holdout split; "
+                              "use fewer clients or a smaller data.holdout_fraction")
+        self.engine = LocalEngine(self.trainer, examples, seed=seed, progress=self.progress)
+        self.test_examples = tok(test)
+        self.baseline_accuracy = (majority_baseline(list(train["label"]), list(test["label"]))
+                                  if cfg.model.task == "classification" else None)
+        self.fingerprints = {"dataset": fingerprint_dataset(ds), "test": fingerprint_dataset(test),
+                             **{f"client_{cid}_train": fingerprint_dataset(d) for cid, d in self.client_train.items()},
+                             **{f"client_{cid}_holdout": fingerprint_dataset(d)
+                                for cid, d in self.client_holdout.items()}}
+        self._open_run_dir()
+        self._ready = True
+
+    def _open_run_dir(self) -> None:
+        from trustfl.rundir import RunDir, RunWriter
+
+        cfg = self.config
+        if self.resume:
+            self.writer = RunWriter.resume(self.out_dir, config=cfg.to_dict())
+            done = self.writer.completed_rounds
+            reader = RunDir(self.out_dir)
+            stored = reader.manifest.get("fingerprints", {})
+            if stored and stored != self.fingerprints:
+                diff = sorted(k for k in set(stored) | set(self.fingerprints) if stored.get(k) != self.fingerprints.get(k))
+                raise ConfigError(f"resume: the data differs from the original run ({diff[:4]}...)")
+            self.global_vector = reader.global_vector(done).clone()
+            if done > 0:
+                state = reader.state(done)
+                if state:
+                    self.pipeline.load_state_dict(state)
+            self.history = reader.metrics()
+            self.start_round = done + 1
+            log.info("resuming %s after round %d", self.out_dir, done)
+            return
+        extra = {
+            "engine": "local",
+            "pipeline": repr(self.pipeline),
+            "attackers": self.attackers,
+            "data_attacks": {str(k): repr(v) for k, v in self.data_attacks.items()},
+            "update_attack": repr(self.update_attack) if self.update_attack is not None else None,
+            "label_names": self.label_names,
+            "baseline_accuracy": self.baseline_accuracy,
+            "model_path": self.fm.path,
+            "clients": {str(cid): {"train_rows": list(map(int, self.client_train[cid]["row_id"])),
+                                   "holdout_rows": list(map(int, self.client_holdout[cid]["row_id"]))}
+                        for cid in self.client_train},
+            "test_rows": list(map(int, self.test["row_id"])),
+        }
+        self.writer = RunWriter.create(self.out_dir, config=cfg.to_dict(), layout=self.layout.to_dict(),
+                                       seeds={"seed": cfg.seed}, fingerprints=self.fingerprints, extra=extra,
+                                       overwrite=self.overwrite)
+        self.global_vector = self.layout.flatten(self.model).clone()
+        self.writer.write_initial(self.global_vector)
+        self.history = []
+        self.start_round = 1
+
+    # ------------------------------------------------------------------ rounds
+    def sample_clients(self, round: int) -> list[int]:
+        """The clients of ``round``: a seeded uniform sample without replacement, sorted."""
+        n, k = self.config.partition.num_clients, self.config.clients_per_round
+        perm = torch.randperm(n, generator=generator(self.config.seed, "sample", round))
+        return sorted(perm[:k].tolist())
+
+    def _server_step(self, round: int, results: list[ClientResult]) -> tuple[Any, torch.Tensor]:
+        from trustfl.defenses import Aggregate, AggregateInfo
+
+        ids = [r.client_id for r in results]
+        updates = torch.stack([r.delta for r in results])
+        attacker_rows = [i for i, cid in enumerate(ids) if cid in self.attackers]
+        if self.update_attack is not None and attacker_rows:
+            benign_rows = [i for i in range(len(ids)) if i not in attacker_rows]
+            context = AttackContext(
+                round=round, attacker_ids=[ids[i] for i in attacker_rows], global_vector=self.global_vector,
+                benign_updates=updates[benign_rows] if getattr(self.update_attack, "omniscient", False) else None,
+                generator=generator(self.config.seed, "update_attack", round))
+            malicious = self.update_attack(updates[attacker_rows].clone(), context=context)
+            if tuple(malicious.shape) != (len(attacker_rows), updates.shape[1]):
+                raise ValueError(f"update attack returned shape {tuple(malicious.shape)}, expected "
+                                 f"{(len(attacker_rows), updates.shape[1])}")
+            updates[attacker_rows] = malicious.to(updates.dtype)
+        weights = torch.tensor([float(r.num_samples) for r in results], dtype=torch.float64)
+        self.pipeline.check_tolerance(len(ids), len(attacker_rows))
+        if self.secure_aggregation is not None:
+            total, wsum = self.secure_aggregation.weighted_sum(updates, weights)
+            aggregate = Aggregate(total / wsum, AggregateInfo.all_accepted(len(ids)))
+        else:
+            aggregate = self.pipeline(updates, weights, generator=generator(self.config.seed, "server", round))
+        return aggregate, updates
+
+    def run(self) -> RunSummary:
+        """Run (or resume) all rounds; return the summary. The run directory is committed per round."""
+        self.setup()
+        cfg = self.config
+        stopped: str | None = None
+        rounds = range(self.start_round, cfg.federation.rounds + 1)
+        bar = tqdm(rounds, desc="federated rounds", unit="round", disable=not self.progress)
+        for r in bar:
+            t0 = time.perf_counter()
+            ids = self.sample_clients(r)
+            results = self.engine.fit(r, ids, self.global_vector)
+            t1 = time.perf_counter()
+            aggregate, updates = self._server_step(r, results)
+            new_global = self.global_vector + cfg.server.server_lr * aggregate.vector.to(torch.float32)
+            self.layout.check_vector(new_global, what=f"round {r} global adapter")
+            t2 = time.perf_counter()
+            metrics: dict[str, Any] = {"round": r, "clients": ids, "attackers": [c for c in ids if c in self.attackers]}
+            if r % cfg.federation.eval_every == 0 or r == cfg.federation.rounds:
+                self.layout.load_into(self.model, new_global)
+                metrics["eval"] = evaluate(self.trainer, self.test_examples, task=cfg.model.task)
+            t3 = time.perf_counter()
+            metrics["train_loss"] = sum(x.metrics["train_loss"] * x.num_samples for x in results) / max(
+                1, sum(x.num_samples for x in results))
+            metrics["client_metrics"] = {str(x.client_id): x.metrics for x in results}
+            metrics["update_norms"] = {str(cid): float(v) for cid, v in zip(ids, updates.norm(dim=1))}
+            metrics["aggregation"] = aggregate.info.to_json([str(c) for c in ids])
+            metrics["time"] = {"clients_s": t1 - t0, "server_s": t2 - t1, "eval_s": t3 - t2}
+            report = RoundReport(round=r, global_vector=new_global, client_ids=ids, aggregate=aggregate,
+                                 metrics=metrics)
+            for callback in self.callbacks:
+                try:
+                    extra = callback(report)
+                except StopFederation as stop:
+                    stopped = stop.reason
+                    extra = None
+                if extra:
+                    metrics.update(extra)
+            updates_out = ({cid: (updates[i], results[i].num_samples) for i, cid in enumerate(ids)}
+                           if cfg.federation.save_client_updates else None)
+            self.writer.write_round(r, global_vector=new_global, client_updates=updates_out, metrics=metrics,
+                                    state=self.pipeline.state_dict() or None)
+            t4 = time.perf_counter()
+            self.global_vector = new_global
+            self.history.append(metrics)
+            self.timings.append({"round": r, "clients_s": t1 - t0, "server_s": t2 - t1, "eval_s": t3 - t2,
+                                 "write_s": t4 - t3, "total_s": t4 - t0})
+            if "eval" in metrics:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in metrics["eval"].items() if k != "tokens"})
+            if stopped:
+                log.warning("run stopped after round %d: %s", r, stopped)
+                break
+        bar.close()
+        self.layout.load_into(self.model, self.global_vector)
+        last_eval = next((m["eval"] for m in reversed(self.history) if "eval" in m), {})
+        return RunSummary(run_dir=self.out_dir, rounds_completed=self.writer.completed_rounds,
+                          final_metrics=last_eval, baseline_accuracy=self.baseline_accuracy,
+                          history=list(self.history), stopped_reason=stopped)

@@ -1,0 +1,75 @@
+"""Typed exceptions of :mod:`trustfl.rundir`.
+
+Every error names the run directory or file that is wrong, echoes the offending value
+and says what would be valid or how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from trustfl.errors import TrustFLError
+
+__all__ = [
+    "ConfigMismatchError",
+    "CorruptRunError",
+    "InvalidTensorError",
+    "RoundOrderError",
+    "RunDirError",
+    "RunDirExistsError",
+]
+
+
+class RunDirError(TrustFLError):
+    """Base class of every error raised by :mod:`trustfl.rundir`."""
+
+
+class RunDirExistsError(RunDirError, FileExistsError):
+    """The target directory already holds files and may not be (or was not asked to be) replaced."""
+
+
+class ConfigMismatchError(RunDirError, ValueError):
+    """``RunWriter.resume(config=...)`` was given a config that differs from the recorded one.
+
+    Attributes:
+        differences: one human-readable line per differing top-level key.
+    """
+
+    def __init__(self, path: str | Path, differences: Sequence[str]) -> None:
+        self.path = str(path)
+        self.differences = list(differences)
+        lines = "\n".join(f"  - {d}" for d in self.differences)
+        super().__init__(
+            f"cannot resume run {self.path}: config differs from the one recorded in its "
+            f"manifest.json in {len(self.differences)} top-level key(s):\n{lines}\n"
+            "Resume with the recorded config (RunDir(path).config), pass config=None to skip "
+            "the check, or start a new run directory."
+        )
+
+
+class InvalidTensorError(RunDirError, ValueError):
+    """A vector or tensor given to the writer is mis-shaped, of the wrong dtype or non-finite."""
+
+
+class RoundOrderError(RunDirError, ValueError):
+    """A round was written out of order (rounds must be ``completed_rounds + 1``)."""
+
+
+class CorruptRunError(RunDirError):
+    """Files of a run directory are missing, modified, truncated or unparsable.
+
+    Attributes:
+        path: the run directory.
+        problems: ``(relative path, reason)`` for every bad file found.
+    """
+
+    def __init__(self, path: str | Path, problems: Sequence[tuple[str, str]]) -> None:
+        self.path = str(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}: {reason}" for p, reason in self.problems)
+        super().__init__(
+            f"run directory {self.path} is corrupt ({len(self.problems)} problem(s)):\n{lines}\n"
+            "The manifest.json records the sha256 of every file the writer produced; restore "
+            "these files from a backup or re-run the affected rounds."
+        )
