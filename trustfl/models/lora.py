@@ -117,8 +117,12 @@ def apply_lora(model: nn.Module, settings: LoraSettings, *, task: str) -> nn.Mod
         layers_to_transform=None if len(indices) == len(stack) else indices,
         layers_pattern=None if len(indices) == len(stack) else stack_name.rsplit(".", 1)[-1],
     )
-    peft_model = get_peft_model(model, config)
-    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
-    if not any("lora_" in n for n in trainable):
-        raise ConfigError(f"lora.target_modules: {targets} matched no module of {type(model).__name__}")
+    try:
+        peft_model = get_peft_model(model, config)
+    except ValueError as exc:
+        if "target" not in str(exc).lower():
+            raise
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ConfigError(f"lora.target_modules: {targets} matched no module of {type(model).__name__} in "
+                          f"blocks {indices}; its linear layers are named {linear}") from exc
     return peft_model
