@@ -433,7 +433,9 @@ def test_sigkill_at_a_random_moment_leaves_a_resumable_run(tmp_path):
                           metrics={{"r": r}}, state={{"s": g[:10]}})
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=repo, env=env)
     try:
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(0.4)

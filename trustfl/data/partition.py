@@ -47,8 +47,8 @@ def _check_fraction(name: str, value: Any, *, low_open: bool) -> float:
 def _check_enough(n_rows: int, num_clients: int, min_size: int = 1) -> None:
     if n_rows < num_clients * min_size:
         raise PartitionError(
-            f"cannot give num_clients={num_clients} clients at least {min_size} row(s) each from "
-            f"{n_rows} rows; use at most {n_rows // max(min_size, 1)} clients or more data"
+            f"num_clients={num_clients} with min_size={min_size} needs at least {num_clients * min_size} rows, "
+            f"but there are {n_rows}; use at most {n_rows // min_size} clients, a smaller min_size or more data"
         )
 
 
@@ -186,10 +186,10 @@ def partition_dataset(
         parts = iid_partition(len(ds), num_clients, seed=seed)  # type: ignore[arg-type]
     elif scheme == "dirichlet":
         _require_column(ds, "label_column", label_column)
-        parts = dirichlet_partition(ds[label_column], num_clients, alpha=alpha, seed=seed)  # type: ignore[arg-type]
+        parts = dirichlet_partition(ds[label_column][:], num_clients, alpha=alpha, seed=seed)  # type: ignore[arg-type]
     else:
         _require_column(ds, "key_column", key_column)  # type: ignore[arg-type]
-        parts = key_partition(ds[key_column], num_clients=num_clients)
+        parts = key_partition(ds[key_column][:], num_clients=num_clients)
     return [ds.select(p) for p in parts]
 
 
@@ -223,7 +223,7 @@ def train_test_split_dataset(
     strata = None
     if stratify:
         _require_column(ds, "label_column", label_column)
-        strata = np.asarray(ds[label_column])
+        strata = np.asarray(ds[label_column][:])
     try:
         train_idx, test_idx = train_test_split(
             np.arange(n), test_size=n_test, random_state=_sk_seed(seed), stratify=strata

@@ -107,18 +107,18 @@ def _standardize(raw: Dataset, *, text_column: str, label_column: str | None, so
             f"{source}: columns {clashes} exist and would be overwritten by the renamed columns; "
             f"pass them as text_column/label_column or rename them in the file"
         )
-    extra = {c: raw[c] for c in available if c not in targets}
+    extra = {c: raw[c][:] for c in available if c not in targets}  # [:] -> list, fast
     labels: list[int] | None = None
     names: list[str] | None = None
     if label_column:
         labels, names = _encode_labels(raw, label_column, source)
-    return make_dataset(raw[text_column], labels, names=names, source=source, extra=extra)
+    return make_dataset(raw[text_column][:], labels, names=names, source=source, extra=extra)
 
 
 def _encode_labels(raw: Dataset, column: str, source: str) -> tuple[list[int], list[str] | None]:
     """Ints as they are (names kept from a ClassLabel); strings to sorted-name indices."""
     feature = raw.features[column]
-    values = list(raw[column])
+    values = raw[column][:]
     missing = sum(v is None for v in values)
     if missing:
         raise DataSourceError(f"{source}: label column {column!r} has {missing} missing values; fill or drop them")

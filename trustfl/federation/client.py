@@ -41,32 +41,22 @@ def to_examples(tokenized: Any) -> list[Example]:
 
 
 class Batcher:
-    """Collate examples with dynamic (right) padding to the longest sequence in the batch.
+    """Collate examples with dynamic (right) padding, plus the cached frozen prefix when present.
 
-    Classification batches carry ``labels`` [b]; causal-LM batches carry ``labels`` = the
-    input ids with padding set to -100 (ignored by the loss). Examples that hold a cached
-    frozen prefix (``"prefix"``, [len, h]) get it padded alongside into ``"prefix"`` [b, L, h].
+    Padding and labels come from :class:`trustfl.data.DynamicPaddingCollator`; examples that
+    hold a cached prefix (``"prefix"``, [len, h]) get it zero-padded alongside into
+    ``"prefix"`` [b, L, h].
     """
 
     def __init__(self, *, pad_token_id: int, task: str) -> None:
-        self.pad_token_id = pad_token_id
-        self.task = task
+        from trustfl.data import DynamicPaddingCollator
+
+        self.collate = DynamicPaddingCollator(pad_token_id=int(pad_token_id), task=task)  # type: ignore[arg-type]
 
     def __call__(self, items: Sequence[Example]) -> dict[str, torch.Tensor]:
-        lengths = [int(it["input_ids"].shape[0]) for it in items]
-        length = max(lengths)
-        input_ids = torch.full((len(items), length), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        for i, it in enumerate(items):
-            input_ids[i, : lengths[i]] = it["input_ids"]
-            mask[i, : lengths[i]] = 1
-        batch = {"input_ids": input_ids, "attention_mask": mask}
-        if self.task == "causal_lm":
-            batch["labels"] = input_ids.masked_fill(mask == 0, -100)
-        else:
-            batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+        batch = self.collate(items)
         if "prefix" in items[0]:
-            batch["prefix"] = pad_hidden([it["prefix"] for it in items], length)
+            batch["prefix"] = pad_hidden([it["prefix"] for it in items], batch["input_ids"].shape[1])
         return batch
 
 

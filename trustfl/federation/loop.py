@@ -108,6 +108,10 @@ class Federation:
         from trustfl.models import FrozenPrefix, ParamLayout, apply_lora, find_layer_stack, load_fm
 
         cfg, seed = self.config, self.config.seed
+        if not self.progress:
+            import datasets
+
+            datasets.disable_progress_bars()
         ds = load_dataset_source(cfg.data.name, text_column=cfg.data.text_column,
                                  label_column=cfg.data.label_column)
         ds = ds.add_column("row_id", list(range(len(ds))))

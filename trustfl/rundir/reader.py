@@ -137,7 +137,7 @@ class RunDir:
     def global_vector(self, round: int) -> torch.Tensor:
         """The global adapter vector after ``round`` (0 = initial), shape ``(d,)``, float32."""
         rec = self._record(round)
-        tensors, _ = self._load(rec["global"], self._role_global(round))
+        tensors, _ = self._load(rec["global"], ("global", round))
         return tensors["vector"]
 
     def client_ids(self, round: int) -> list[str]:
@@ -251,10 +251,6 @@ class RunDir:
             valid = f"0..{len(rounds) - 1}" if rounds else "none (no round written yet)"
             raise RunDirError(f"round={round!r} is not recorded in {self._root}; valid rounds: {valid}")
         return rounds[round]
-
-    @staticmethod
-    def _role_global(round: int) -> tuple[Any, ...]:
-        return ("global", round)
 
     def _roles(self) -> dict[str, tuple[Any, ...]]:
         roles: dict[str, tuple[Any, ...]] = {}

@@ -303,7 +303,13 @@ class RunWriter:
         metrics_bytes = self._metrics_bytes + line
         files[METRICS_NAME] = atomic_write_bytes(self._root / METRICS_NAME, metrics_bytes)
         manifest["rounds"].append(
-            {"round": round, "global": grel, "updates": record_updates, "state": srel, "metrics": metrics_json}
+            {
+                "round": round,
+                "global": grel,
+                "updates": record_updates,
+                "state": srel,
+                "metrics": metrics_json,
+            }
         )
         manifest["completed_rounds"] = round
         self._commit(manifest)
@@ -413,10 +419,14 @@ class RunWriter:
         if state is None:
             return None
         if not isinstance(state, Mapping):
-            raise RunDirError(f"state of round {round} must be a dict str -> Tensor, got {type(state).__name__}")
+            raise RunDirError(
+                f"state of round {round} must be a dict str -> Tensor, got {type(state).__name__}"
+            )
         for k, v in state.items():
             if not isinstance(k, str) or not k:
-                raise RunDirError(f"state of round {round} has an invalid key {k!r}; keys must be non-empty str")
+                raise RunDirError(
+                    f"state of round {round} has an invalid key {k!r}; keys must be non-empty str"
+                )
             if not isinstance(v, torch.Tensor):
                 raise RunDirError(
                     f"state[{k!r}] of round {round} must be a torch.Tensor, got {type(v).__name__}"
