@@ -184,10 +184,8 @@ class Federation:
                 diff = sorted(k for k in set(stored) | set(self.fingerprints) if stored.get(k) != self.fingerprints.get(k))
                 raise ConfigError(f"resume: the data differs from the original run ({diff[:4]}...)")
             self.global_vector = reader.global_vector(done).clone()
-            if done > 0:
-                state = reader.state(done)
-                if state:
-                    self.pipeline.load_state_dict(state)
+            if done > 0 and reader.manifest["rounds"][done].get("state"):
+                self.pipeline.load_state_dict(reader.state(done))
             self.history = reader.metrics()
             self.start_round = done + 1
             log.info("resuming %s after round %d", self.out_dir, done)
