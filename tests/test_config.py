@@ -25,6 +25,8 @@ def test_examples_load():
     ({"model": {"task": "regression"}}, r"model\.task: must be one of \['classification', 'causal_lm'\]"),
     ({"partition": {"alpha": -1}}, r"partition\.alpha: must be > 0"),
     ({"partition": {"scheme": "key"}}, r"partition\.key_column"),
+    ({"partition": {"scheme": "iid", "alpha": 0.1}}, r"partition\.alpha: only applies to scheme = 'dirichlet'"),
+    ({"partition": {"key_column": "account"}}, r"partition\.key_column: only applies to scheme = 'key'"),
     ({"server": {"aggregator": "nope"}}, r"server\.aggregator: unknown aggregator 'nope'; valid: \["),
     ({"federation": {"fraction": 0.5, "clients_per_round": 2}}, r"either clients_per_round or fraction"),
     ({"federation": {"clients_per_round": 9}}, r"exceeds partition\.num_clients = 8"),

@@ -200,10 +200,17 @@ def test_callback_can_stop_the_run_cleanly(tiny_bert_dir, tmp_path):
     assert run.metrics()[0]["custom"] == 10
 
 
-def test_causal_lm_run(tiny_llama_dir, tmp_path):
-    cfg = _config(tiny_llama_dir, model__task="causal_lm", lora__top_layers=1, federation__rounds=1)
-    summary = Federation(cfg, out_dir=tmp_path / "lm", progress=False).run()
+def test_causal_lm_run_on_tweets_split_by_account(tiny_llama_dir, tmp_path):
+    cfg = _config(tiny_llama_dir, model__task="causal_lm", lora__top_layers=1, federation__rounds=1,
+                  data__name="health_tweets", data__max_records=600, partition__scheme="key",
+                  partition__key_column="account", partition__num_clients=16, partition__alpha=None,
+                  federation__clients_per_round=3)
+    fed = Federation(cfg, out_dir=tmp_path / "lm", progress=False)
+    summary = fed.run()
     assert summary.final_metrics["perplexity"] > 1.0 and summary.baseline_accuracy is None
+    accounts = [set(fed.client_train[c]["account"][:]) for c in range(16)]
+    assert all(len(a) == 1 for a in accounts) and len(set.union(*accounts)) == 16
+    assert len(RunDir(tmp_path / "lm").client_ids(1)) == 3
 
 
 def test_full_model_without_prefix_cache(tiny_bert_dir, tmp_path):

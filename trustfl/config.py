@@ -61,18 +61,29 @@ class DataSettings:
 
 @dataclass
 class PartitionSettings:
-    """How training records are split over clients (Hsu et al. 2019 Dirichlet label skew by default)."""
+    """How training records are split over clients.
+
+    ``dirichlet``: label skew (Hsu et al. 2019), ``alpha`` defaults to 0.5; ``iid``; ``key``:
+    one client per value of ``key_column`` (e.g. tweet ``account``). ``alpha`` is accepted
+    only with ``dirichlet`` and ``key_column`` only with ``key``, so nothing is silently ignored.
+    """
 
     scheme: Literal["iid", "dirichlet", "key"] = "dirichlet"
     num_clients: int = 8
-    alpha: float = 0.5
+    alpha: float | None = None
     key_column: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.num_clients >= 1, "partition.num_clients", f"must be >= 1, got {self.num_clients}")
-        _check(self.alpha > 0, "partition.alpha", f"must be > 0, got {self.alpha}")
+        if self.scheme == "dirichlet" and self.alpha is None:
+            self.alpha = 0.5
+        _check(self.alpha is None or self.scheme == "dirichlet", "partition.alpha",
+               f"only applies to scheme = 'dirichlet', not {self.scheme!r}; remove it")
+        _check(self.alpha is None or self.alpha > 0, "partition.alpha", f"must be > 0, got {self.alpha}")
         _check(self.scheme != "key" or bool(self.key_column), "partition.key_column",
                "is required when scheme = 'key' (e.g. 'account')")
+        _check(self.key_column is None or self.scheme == "key", "partition.key_column",
+               f"only applies to scheme = 'key', not {self.scheme!r}; remove it")
 
 
 @dataclass

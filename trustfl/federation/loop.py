@@ -108,10 +108,9 @@ class Federation:
         from trustfl.models import FrozenPrefix, ParamLayout, apply_lora, find_layer_stack, load_fm
 
         cfg, seed = self.config, self.config.seed
-        if not self.progress:
-            import datasets
+        import datasets
 
-            datasets.disable_progress_bars()
+        datasets.disable_progress_bars()  # one "tokenizing clients" bar instead of a bar per map
         ds = load_dataset_source(cfg.data.name, text_column=cfg.data.text_column,
                                  label_column=cfg.data.label_column)
         ds = ds.add_column("row_id", list(range(len(ds))))
@@ -122,6 +121,9 @@ class Federation:
         parts = partition_dataset(train, scheme=cfg.partition.scheme, num_clients=cfg.partition.num_clients,
                                   seed=derive_seed(seed, "partition") % 2**32, alpha=cfg.partition.alpha,
                                   key_column=cfg.partition.key_column)
+        if len(parts) != cfg.partition.num_clients:
+            raise ConfigError(f"partition: produced {len(parts)} clients, config says num_clients = "
+                              f"{cfg.partition.num_clients}")
         self.client_train, self.client_holdout = {}, {}
         for cid, part in enumerate(parts):
             tr, ho = holdout_split(part, holdout_fraction=cfg.data.holdout_fraction,

@@ -151,6 +151,7 @@ def load_fm(name: str = "minilm", *, task: Task = "classification", num_labels: 
 
     previous = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialized head" is expected, not news
+    transformers.logging.disable_progress_bar()  # a sub-second "Loading weights" bar is noise
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         with torch.random.fork_rng(devices=[]):
@@ -168,6 +169,7 @@ def load_fm(name: str = "minilm", *, task: Task = "classification", num_labels: 
             "unreachable)") from exc
     finally:
         transformers.logging.set_verbosity(previous)
+        transformers.logging.enable_progress_bar()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:

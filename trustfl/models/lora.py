@@ -8,6 +8,7 @@ possible. LoRA: Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Mod
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -118,7 +119,9 @@ def apply_lora(model: nn.Module, settings: LoraSettings, *, task: str) -> nn.Mod
         layers_pattern=None if len(indices) == len(stack) else stack_name.rsplit(".", 1)[-1],
     )
     try:
-        peft_model = get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft 0.21 calls a helper transformers 5 deprecated
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(model, config)
     except ValueError as exc:
         if "target" not in str(exc).lower():
             raise
