@@ -76,6 +76,8 @@ KILL_SCRIPT = textwrap.dedent("""
     from trustfl.config import RunConfig
     from trustfl.federation import Federation
     import json
+    import torch
+    torch.set_num_threads(int(sys.argv[3]))  # bit-exact equality needs the same intra-op thread count
     cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
 
     def kill_in_round_2(report):
@@ -88,7 +90,8 @@ KILL_SCRIPT = textwrap.dedent("""
 
 def test_resume_after_kill_equals_uninterrupted_run(tiny_bert_dir, tmp_path):
     cfg = _config(tiny_bert_dir, federation__rounds=3)
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg.to_dict()), str(tmp_path / "killed")],
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg.to_dict()), str(tmp_path / "killed"),
+                           str(torch.get_num_threads())],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-2000:]
     killed = RunDir(tmp_path / "killed")
@@ -219,3 +222,15 @@ def test_full_model_without_prefix_cache(tiny_bert_dir, tmp_path):
     fed.run()
     assert fed.trainer.prefix is None
     assert any(".layer.0." in n for n in fed.layout.names)
+
+
+@pytest.mark.integration
+def test_real_minilm_federation_beats_majority_baseline(tmp_path):
+    """Real weights, real text: 2 rounds of MiniLM + LoRA (top 2 blocks, cached prefix) on sms_spam."""
+    cfg = RunConfig.from_dict({
+        "name": "real", "model": {"name": "minilm", "max_length": 48}, "lora": {"top_layers": 2},
+        "data": {"name": "sms_spam", "max_records": 1500}, "partition": {"num_clients": 4, "alpha": 1.0},
+        "client": {"lr": 1e-3, "batch_size": 16}, "federation": {"rounds": 2}})
+    summary = Federation(cfg, out_dir=tmp_path / "real", progress=False).run()
+    assert summary.final_metrics["accuracy"] > summary.baseline_accuracy + 0.05
+    assert summary.final_metrics["macro_f1"] > 0.8

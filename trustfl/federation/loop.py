@@ -201,6 +201,8 @@ class Federation:
             "label_names": self.label_names,
             "baseline_accuracy": self.baseline_accuracy,
             "model_path": self.fm.path,
+            # float reductions depend on it: bit-exact reproduction needs the same thread count
+            "torch_num_threads": torch.get_num_threads(),
             "clients": {str(cid): {"train_rows": list(map(int, self.client_train[cid]["row_id"])),
                                    "holdout_rows": list(map(int, self.client_holdout[cid]["row_id"]))}
                         for cid in self.client_train},
