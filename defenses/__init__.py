@@ -5,7 +5,8 @@ from trustfl.defenses.base import (Aggregate, AggregateInfo, Aggregator, PostSta
                            validate_weights)
 from trustfl.defenses.fedavg import FedAvg
 from trustfl.defenses.pipeline import Pipeline
-from trustfl.defenses.registry import available_aggregators, make_aggregator, register_aggregator
+from trustfl.defenses.registry import (available_aggregators, available_stages, build_pipeline, make_aggregator,
+                                      make_stage, register_aggregator, register_stage)
 
 __all__ = sorted([
     "Aggregate",
@@ -16,8 +17,12 @@ __all__ = sorted([
     "PostStage",
     "PreAggregator",
     "available_aggregators",
+    "available_stages",
+    "build_pipeline",
     "make_aggregator",
+    "make_stage",
     "register_aggregator",
+    "register_stage",
     "validate_updates",
     "validate_weights",
 ])

@@ -1,38 +1,90 @@
-"""A registry of aggregators by name, so configs can say ``aggregator = "fedavg"``."""
+"""Registries of pipeline stages by name, so configs can say ``aggregator = "fedavg"``.
+
+Three kinds: ``aggregator`` (``[n, d] -> Aggregate``), ``pre`` (pre-aggregators such as norm
+clipping, NNM, bucketing) and ``post`` (stages on the aggregate, such as Gaussian noise).
+Registering a taken name is an error; an unknown name lists the valid ones.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from trustfl.defenses.fedavg import FedAvg
 
-__all__ = ["available_aggregators", "make_aggregator", "register_aggregator"]
+__all__ = ["available_aggregators", "available_stages", "build_pipeline", "make_aggregator", "make_stage",
+           "register_aggregator", "register_stage"]
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
-
-
-def register_aggregator(name: str, factory: Callable[..., Any]) -> None:
-    """Register ``factory`` (a class or function taking keyword options) under ``name``."""
-    key = name.lower()
-    if key in _REGISTRY:
-        raise ValueError(f"aggregator {name!r} is already registered ({_REGISTRY[key]!r})")
-    _REGISTRY[key] = factory
+Kind = Literal["aggregator", "pre", "post"]
+_KINDS: tuple[str, ...] = ("aggregator", "pre", "post")
+_REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in _KINDS}
 
 
-def available_aggregators() -> list[str]:
-    return sorted(_REGISTRY)
+def _kind(kind: str) -> dict[str, Callable[..., Any]]:
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown stage kind {kind!r}; valid kinds: {list(_KINDS)}")
+    return _REGISTRY[kind]
 
 
-def make_aggregator(name: str, **options: Any) -> Any:
-    """Build a registered aggregator; unknown names list the valid ones."""
+def register_stage(kind: Kind, name: str, factory: Callable[..., Any]) -> None:
+    """Register ``factory`` (a class or function taking keyword options) as a ``kind`` stage ``name``."""
+    table, key = _kind(kind), name.lower()
+    if key in table:
+        raise ValueError(f"{kind} {name!r} is already registered ({table[key]!r})")
+    table[key] = factory
+
+
+def available_stages(kind: Kind) -> list[str]:
+    return sorted(_kind(kind))
+
+
+def make_stage(kind: Kind, name: str, **options: Any) -> Any:
+    """Build a registered stage; an unknown name lists the valid ones, bad options name the stage."""
+    table = _kind(kind)
     try:
-        factory = _REGISTRY[name.lower()]
+        factory = table[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown aggregator {name!r}; valid names: {available_aggregators()}") from None
+        raise ValueError(f"unknown {kind} {name!r}; valid names: {sorted(table)}") from None
     try:
         return factory(**options)
     except TypeError as exc:
-        raise ValueError(f"aggregator {name!r}: bad options {options}: {exc}") from exc
+        raise ValueError(f"{kind} {name!r}: bad options {options}: {exc}") from exc
+
+
+def register_aggregator(name: str, factory: Callable[..., Any]) -> None:
+    register_stage("aggregator", name, factory)
+
+
+def available_aggregators() -> list[str]:
+    return available_stages("aggregator")
+
+
+def make_aggregator(name: str, **options: Any) -> Any:
+    return make_stage("aggregator", name, **options)
+
+
+def build_pipeline(*, aggregator: str = "fedavg", aggregator_options: Mapping[str, Any] | None = None,
+                   pre: Sequence[Mapping[str, Any]] = (), post: Sequence[Mapping[str, Any]] = ()) -> Any:
+    """A :class:`~trustfl.defenses.Pipeline` from names, as a config states it.
+
+    ``pre``/``post`` are lists of ``{"name": ..., **options}``.
+
+    Example:
+        >>> build_pipeline(aggregator="fedavg", aggregator_options={"weighted": False})
+        Pipeline(pre=[], aggregator=FedAvg(weighted=False), post=[])
+    """
+    from trustfl.defenses.pipeline import Pipeline
+
+    def stages(kind: Kind, specs: Sequence[Mapping[str, Any]]) -> list[Any]:
+        out = []
+        for i, spec in enumerate(specs):
+            if "name" not in spec:
+                raise ValueError(f"{kind}[{i}]: each stage needs a 'name'; valid names: {available_stages(kind)}")
+            options = {k: v for k, v in spec.items() if k != "name"}
+            out.append(make_stage(kind, str(spec["name"]), **options))
+        return out
+
+    return Pipeline(pre=stages("pre", pre), aggregator=make_aggregator(aggregator, **dict(aggregator_options or {})),
+                    post=stages("post", post))
 
 
 register_aggregator("fedavg", FedAvg)

@@ -110,18 +110,33 @@ class ClientSettings:
 
 @dataclass
 class ServerSettings:
-    """Server side: the aggregator (by registry name) and the server learning rate."""
+    """Server side: the aggregation pipeline by registry names, and the server learning rate.
+
+    ``pre`` and ``post`` are lists of tables ``{name = "...", <options>}``; e.g.
+    ``pre = [{name = "norm_clip", max_norm = 1.0}]``. Valid names: ``trustfl.defenses.available_stages``.
+    """
 
     aggregator: str = "fedavg"
     aggregator_options: dict[str, Any] = field(default_factory=dict)
+    pre: list[dict[str, Any]] = field(default_factory=list)
+    post: list[dict[str, Any]] = field(default_factory=list)
     server_lr: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.server_lr > 0, "server.server_lr", f"must be > 0, got {self.server_lr}")
-        from trustfl.defenses import available_aggregators
+        from trustfl.defenses import build_pipeline
 
-        _check(self.aggregator.lower() in available_aggregators(), "server.aggregator",
-               f"unknown aggregator {self.aggregator!r}; valid: {available_aggregators()}")
+        try:  # build once at load so a bad name or option is reported with its field
+            build_pipeline(aggregator=self.aggregator, aggregator_options=self.aggregator_options, pre=self.pre,
+                           post=self.post)
+        except ValueError as exc:
+            raise ConfigError(f"server: {exc}") from exc
+
+    def build_pipeline(self) -> Any:
+        from trustfl.defenses import build_pipeline
+
+        return build_pipeline(aggregator=self.aggregator, aggregator_options=self.aggregator_options, pre=self.pre,
+                              post=self.post)
 
 
 @dataclass

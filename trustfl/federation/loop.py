@@ -67,12 +67,9 @@ class Federation:
                  attackers: Sequence[int] = (), privacy: ClientPrivacy | None = None,
                  secure_aggregation: SecureAggregator | None = None, callbacks: Sequence[RoundCallback] = (),
                  resume: bool = False, overwrite: bool = False, progress: bool = True) -> None:
-        from trustfl.defenses import Pipeline, make_aggregator
-
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-        self.pipeline = pipeline if pipeline is not None else Pipeline(
-            aggregator=make_aggregator(config.server.aggregator, **config.server.aggregator_options))
+        self.pipeline = pipeline if pipeline is not None else config.server.build_pipeline()
         self.data_attacks = dict(data_attacks or {})
         self.update_attack = update_attack
         self.attackers = sorted(set(int(a) for a in attackers))
