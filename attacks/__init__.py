@@ -1,6 +1,39 @@
-"""Attacks (installed as ``trustfl.attacks``): data attacks and update attacks plug into the
-hooks of :mod:`trustfl.federation.hooks` (``DataAttack``, ``UpdateAttack``); privacy attacks
-are scorers ``score(model, records) -> float per record``. Implementations arrive with the
-robustness and privacy issues."""
+"""Attacks (installed as ``trustfl.attacks``).
 
-__all__: list[str] = []
+Data attacks (label flipping, text backdoors, DBA) and update attacks (sign flip, noise,
+scaling, ALIE, IPM, min-max, min-sum) plug into the hooks of :mod:`trustfl.federation.hooks`;
+configs name them through the registry (``attack.data = {name = "backdoor", ...}``).
+Privacy attacks (scorers) arrive with the privacy-audit issue.
+"""
+
+from trustfl.attacks.data_poisoning import DistributedBackdoor, LabelFlip, TextBackdoor, insert_trigger
+from trustfl.attacks.model_poisoning import ALIE, IPM, GaussianUpdate, MinMax, MinSum, Scaling, SignFlip
+from trustfl.attacks.registry import available_attacks, make_attack, register_attack
+
+register_attack("data", "label_flip", LabelFlip)
+register_attack("data", "backdoor", TextBackdoor)
+register_attack("data", "dba", DistributedBackdoor)
+register_attack("update", "sign_flip", SignFlip)
+register_attack("update", "gaussian", GaussianUpdate)
+register_attack("update", "scaling", Scaling)
+register_attack("update", "alie", ALIE)
+register_attack("update", "ipm", IPM)
+register_attack("update", "min_max", MinMax)
+register_attack("update", "min_sum", MinSum)
+
+__all__ = sorted([
+    "ALIE",
+    "DistributedBackdoor",
+    "GaussianUpdate",
+    "IPM",
+    "LabelFlip",
+    "MinMax",
+    "MinSum",
+    "Scaling",
+    "SignFlip",
+    "TextBackdoor",
+    "available_attacks",
+    "insert_trigger",
+    "make_attack",
+    "register_attack",
+])

@@ -150,7 +150,8 @@ def test_data_and_update_attack_hooks(tiny_bert_dir, tmp_path):
     h = RunDir(tmp_path / "honest")
     torch.testing.assert_close(run.client_update(1, 0)[0], -10.0 * h.client_update(1, 0)[0])
     assert torch.equal(run.client_update(1, 2)[0], h.client_update(1, 2)[0])
-    assert run.metrics()[0]["attackers"] == [0]
+    assert run.metrics()[0]["attackers"] == [0, 1]  # update attacker 0 and data attacker 1
+    assert run.metrics()[0]["detection"] == {"tp": 0, "fp": 0, "fn": 2, "tn": 2}  # FedAvg catches no one
 
 
 def test_hook_misconfiguration_is_refused(tiny_bert_dir, tmp_path):

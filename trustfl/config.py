@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 from trustfl.errors import ConfigError
 from trustfl.models.lora import LoraSettings
 
-__all__ = ["ClientSettings", "DataSettings", "FederationSettings", "ModelSettings", "PartitionSettings",
+__all__ = ["AttackSettings", "ClientSettings", "DataSettings", "FederationSettings", "ModelSettings", "PartitionSettings",
            "RunConfig", "ServerSettings", "from_dict", "load_config"]
 
 
@@ -162,6 +162,42 @@ class FederationSettings:
 
 
 @dataclass
+class AttackSettings:
+    """Who attacks and how (robustness evaluations).
+
+    ``data`` and ``update`` are ``{name = "...", <options>}`` tables naming a registered attack
+    (``trustfl.attacks.available_attacks("data" | "update")``). Attackers are the client ids in
+    ``attackers``, or ``round(fraction * num_clients)`` clients drawn with the run seed.
+    """
+
+    data: dict[str, Any] | None = None
+    update: dict[str, Any] | None = None
+    attackers: list[int] | None = None
+    fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.attackers is None or self.fraction is None, "attack", "set attackers or fraction, not both")
+        _check(self.fraction is None or 0 < self.fraction < 1, "attack.fraction",
+               f"must be in (0, 1), got {self.fraction}")
+        active = self.data is not None or self.update is not None
+        _check(not active or self.attackers is not None or self.fraction is not None, "attack",
+               "an attack is configured but no attackers: set attack.attackers or attack.fraction")
+        from trustfl.attacks import make_attack
+
+        for kind in ("data", "update"):
+            spec = getattr(self, kind)
+            if spec is not None:
+                try:
+                    make_attack(kind, spec)  # type: ignore[arg-type]
+                except ValueError as exc:
+                    raise ConfigError(f"attack.{kind}: {exc}") from exc
+
+    @property
+    def active(self) -> bool:
+        return self.data is not None or self.update is not None
+
+
+@dataclass
 class RunConfig:
     """A whole federated run. ``seed`` drives every random choice (same config + seed = same run)."""
 
@@ -174,9 +210,12 @@ class RunConfig:
     client: ClientSettings = field(default_factory=ClientSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     federation: FederationSettings = field(default_factory=FederationSettings)
+    attack: AttackSettings = field(default_factory=AttackSettings)
 
     def __post_init__(self) -> None:
         fed, part = self.federation, self.partition
+        bad = [a for a in self.attack.attackers or [] if not 0 <= a < part.num_clients]
+        _check(not bad, "attack.attackers", f"ids {bad} out of range [0, {part.num_clients - 1}]")
         if fed.clients_per_round is not None:
             _check(fed.clients_per_round <= part.num_clients, "federation.clients_per_round",
                    f"{fed.clients_per_round} exceeds partition.num_clients = {part.num_clients}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["evaluate", "majority_baseline"]
+__all__ = ["evaluate", "majority_baseline", "predict"]
 
 
 @torch.no_grad()
@@ -54,6 +54,24 @@ def evaluate(trainer: Any, examples: list[dict[str, Any]], *, task: str, batch_s
     y_true = torch.cat(golds).numpy()
     return {"loss": loss, "accuracy": float(accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+
+
+@torch.no_grad()
+def predict(trainer: Any, examples: list[dict[str, Any]], *, batch_size: int = 64) -> torch.Tensor:
+    """Predicted classes of ``trainer.model`` for ``examples`` (in their order), eval mode."""
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: int(examples[i]["input_ids"].shape[0]))
+    out = torch.empty(len(examples), dtype=torch.long)
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            logits = trainer.forward(trainer.batcher([examples[i] for i in idx])).logits
+            out[torch.tensor(idx)] = logits.argmax(-1)
+    finally:
+        model.train(was_training)
+    return out
 
 
 def majority_baseline(train_labels: list[int], test_labels: list[int]) -> float:

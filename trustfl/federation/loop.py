@@ -24,12 +24,12 @@ from trustfl.config import RunConfig
 from trustfl.errors import ConfigError, StopFederation
 from trustfl.federation.client import Batcher, LocalTrainer, to_examples
 from trustfl.federation.engine import LocalEngine
-from trustfl.federation.evaluate import evaluate, majority_baseline
+from trustfl.federation.evaluate import evaluate, majority_baseline, predict
 from trustfl.federation.hooks import (AttackContext, ClientPrivacy, ClientResult, DataAttack, RoundCallback,
                                       RoundReport, SecureAggregator, UpdateAttack)
 from trustfl.federation.seeding import derive_seed, generator
 
-__all__ = ["Federation", "RunSummary"]
+__all__ = ["Federation", "RunSummary", "detection_counts"]
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +43,14 @@ class RunSummary:
     baseline_accuracy: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_reason: str | None = None
+
+
+def detection_counts(info: Any, is_attacker: Sequence[bool]) -> dict[str, int]:
+    """Confusion counts of "the defense caught this client" (flagged or not accepted) vs attacker truth."""
+    caught = (info.flagged | ~info.accepted).tolist()
+    pairs = list(zip(caught, is_attacker))
+    return {"tp": sum(c and a for c, a in pairs), "fp": sum(c and not a for c, a in pairs),
+            "fn": sum(a and not c for c, a in pairs), "tn": sum(not c and not a for c, a in pairs)}
 
 
 class Federation:
@@ -70,9 +78,12 @@ class Federation:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
         self.pipeline = pipeline if pipeline is not None else config.server.build_pipeline()
+        if config.attack.active and not (data_attacks or update_attack or attackers):
+            data_attacks, update_attack, attackers = self._attacks_from_config()
         self.data_attacks = dict(data_attacks or {})
         self.update_attack = update_attack
-        self.attackers = sorted(set(int(a) for a in attackers))
+        self.attackers = sorted(set(int(a) for a in attackers))  # run the update attack
+        self.malicious = sorted(set(self.attackers) | set(self.data_attacks))  # ground truth for detection
         self.privacy = privacy
         self.secure_aggregation = secure_aggregation
         self.callbacks = list(callbacks)
@@ -94,6 +105,22 @@ class Federation:
                 raise ConfigError("secure_aggregation: federation.save_client_updates must be false (the server "
                                   "never sees individual updates)")
         self._ready = False
+
+    def _attacks_from_config(self) -> tuple[dict[int, DataAttack], UpdateAttack | None, list[int]]:
+        """Build the configured attacks; attackers are listed or drawn with the run seed."""
+        from trustfl.attacks import make_attack
+
+        atk, n = self.config.attack, self.config.partition.num_clients
+        if atk.attackers is not None:
+            ids = sorted(set(atk.attackers))
+        else:
+            k = max(1, round(float(atk.fraction) * n))  # type: ignore[arg-type]
+            ids = sorted(torch.randperm(n, generator=generator(self.config.seed, "attackers"))[:k].tolist())
+        data_attack = make_attack("data", atk.data) if atk.data is not None else None
+        if data_attack is not None and hasattr(data_attack, "attackers") and not data_attack.attackers:
+            data_attack.attackers = list(ids)  # colluding data attacks (DBA) split work among attackers
+        update_attack = make_attack("update", atk.update) if atk.update is not None else None
+        return ({i: data_attack for i in ids} if data_attack is not None else {}), update_attack, ids
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -160,7 +187,13 @@ class Federation:
             raise ConfigError(f"partition: clients {empty} have no training records after the holdout split; "
                               "use fewer clients or a smaller data.holdout_fraction")
         self.engine = LocalEngine(self.trainer, examples, seed=seed, progress=self.progress)
-        self.test_examples = tok(test)
+        self.test_examples = self.trainer.attach_prefix(tok(test))
+        self.success_examples, self.success_target = None, None
+        for attack in {id(a): a for a in self.data_attacks.values()}.values():
+            success = attack.success_set(test) if hasattr(attack, "success_set") else None
+            if success is not None and len(success[0]) > 0:
+                self.success_examples = self.trainer.attach_prefix(tok(success[0]))
+                self.success_target = int(success[1])
         self.baseline_accuracy = (majority_baseline(list(train["label"]), list(test["label"]))
                                   if cfg.model.task == "classification" else None)
         self.fingerprints = {"dataset": fingerprint_dataset(ds), "test": fingerprint_dataset(test),
@@ -192,7 +225,8 @@ class Federation:
         extra = {
             "engine": "local",
             "pipeline": repr(self.pipeline),
-            "attackers": self.attackers,
+            "attackers": self.malicious,
+            "update_attackers": self.attackers,
             "data_attacks": {str(k): repr(v) for k, v in self.data_attacks.items()},
             "update_attack": repr(self.update_attack) if self.update_attack is not None else None,
             "label_names": self.label_names,
@@ -226,6 +260,7 @@ class Federation:
         ids = [r.client_id for r in results]
         updates = torch.stack([r.delta for r in results])
         attacker_rows = [i for i, cid in enumerate(ids) if cid in self.attackers]
+        malicious_rows = sum(1 for cid in ids if cid in self.malicious)
         if self.update_attack is not None and attacker_rows:
             benign_rows = [i for i in range(len(ids)) if i not in attacker_rows]
             context = AttackContext(
@@ -238,7 +273,7 @@ class Federation:
                                  f"{(len(attacker_rows), updates.shape[1])}")
             updates[attacker_rows] = malicious.to(updates.dtype)
         weights = torch.tensor([float(r.num_samples) for r in results], dtype=torch.float64)
-        self.pipeline.check_tolerance(len(ids), len(attacker_rows))
+        self.pipeline.check_tolerance(len(ids), malicious_rows)
         if self.secure_aggregation is not None:
             total, wsum = self.secure_aggregation.weighted_sum(updates, weights)
             aggregate = Aggregate(total / wsum, AggregateInfo.all_accepted(len(ids)))
@@ -262,16 +297,20 @@ class Federation:
             new_global = self.global_vector + cfg.server.server_lr * aggregate.vector.to(torch.float32)
             self.layout.check_vector(new_global, what=f"round {r} global adapter")
             t2 = time.perf_counter()
-            metrics: dict[str, Any] = {"round": r, "clients": ids, "attackers": [c for c in ids if c in self.attackers]}
+            metrics: dict[str, Any] = {"round": r, "clients": ids, "attackers": [c for c in ids if c in self.malicious]}
             if r % cfg.federation.eval_every == 0 or r == cfg.federation.rounds:
                 self.layout.load_into(self.model, new_global)
                 metrics["eval"] = evaluate(self.trainer, self.test_examples, task=cfg.model.task)
+                if self.success_examples is not None:
+                    hits = predict(self.trainer, self.success_examples) == self.success_target
+                    metrics["eval"]["attack_success_rate"] = float(hits.float().mean())
             t3 = time.perf_counter()
             metrics["train_loss"] = sum(x.metrics["train_loss"] * x.num_samples for x in results) / max(
                 1, sum(x.num_samples for x in results))
             metrics["client_metrics"] = {str(x.client_id): x.metrics for x in results}
             metrics["update_norms"] = {str(cid): float(v) for cid, v in zip(ids, updates.norm(dim=1))}
             metrics["aggregation"] = aggregate.info.to_json([str(c) for c in ids])
+            metrics["detection"] = detection_counts(aggregate.info, [c in self.malicious for c in ids])
             metrics["time"] = {"clients_s": t1 - t0, "server_s": t2 - t1, "eval_s": t3 - t2}
             report = RoundReport(round=r, global_vector=new_global, client_ids=ids, aggregate=aggregate,
                                  metrics=metrics)
