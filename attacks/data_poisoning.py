@@ -35,6 +35,20 @@ def insert_trigger(text: str, trigger: str, *, position: Literal["start", "end",
     return " ".join(words[:idx] + [trigger] + words[idx:])
 
 
+def _replace(dataset: Any, *, texts: list[str] | None = None, labels: list[int] | None = None) -> Any:
+    """``dataset`` with its ``text`` and/or ``label`` column replaced (other columns and features kept)."""
+
+    def swap(row: dict[str, Any], i: int) -> dict[str, Any]:
+        out = {}
+        if texts is not None:
+            out["text"] = texts[i]
+        if labels is not None:
+            out["label"] = labels[i]
+        return out
+
+    return dataset.map(swap, with_indices=True, features=dataset.features)
+
+
 class LabelFlip:
     """Flip labels of a client's records.
 
@@ -65,7 +79,7 @@ class LabelFlip:
         else:
             rng = random.Random(derive_seed(seed, "label_flip", client_id))
             new = [(y + rng.randint(1, self.num_classes - 1)) % self.num_classes for y in labels]  # type: ignore[operator]
-        return dataset.remove_columns("label").add_column("label", new, feature=dataset.features["label"])
+        return _replace(dataset, labels=new)
 
     def success_set(self, test: Any) -> tuple[Any, int] | None:
         """Targeted mode: the source-class test records; success = classified as ``target``."""
@@ -110,9 +124,7 @@ class TextBackdoor:
         for i in sorted(chosen):
             texts[i] = insert_trigger(texts[i], trigger, position=self.position, rng=rng)
             labels[i] = self.target
-        out = dataset.remove_columns(["text", "label"])
-        out = out.add_column("text", texts).add_column("label", labels, feature=dataset.features["label"])
-        return out
+        return _replace(dataset, texts=texts, labels=labels)
 
     def success_set(self, test: Any) -> tuple[Any, int]:
         """Non-target test records with the full trigger; success = classified as ``target``."""
