@@ -61,6 +61,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from trustfl.evaluation import load_matrix, run_matrix, write_report
+
+    spec = load_matrix(args.matrix)
+    out = Path(args.out or spec.out or Path("runs") / spec.name)
+    cells = spec.cells()
+    print(f"{spec.name}: {len(cells)} cells ({len(spec.attacks)} attacks x {len(spec.defenses)} defenses x "
+          f"fractions {spec.grid.fractions} x seeds {spec.grid.seeds} x alphas {spec.grid.alphas}) -> {out}")
+    rows = run_matrix(spec, out, workers=args.workers, ray_address=args.ray_address,
+                      retry_failed=args.retry_failed, progress=not args.quiet)
+    paths = write_report(rows, out, attacks=[a.label for a in spec.attacks], defenses=[d.label for d in spec.defenses],
+                         fractions=spec.grid.fractions, alphas=spec.grid.alphas)
+    print(paths["md"].read_text())
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    failed = sum(1 for r in rows if r["status"] != "ok")
+    if failed:
+        print(f"{failed} cell(s) failed; see results.md (rerun with --retry-failed)", file=sys.stderr)
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from trustfl.rundir import RunDir
 
@@ -86,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config value, e.g. --set federation.rounds=2 (repeatable)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
+
+    ev = sub.add_parser("eval", help="run an attack x defense evaluation matrix (resumable, parallel, Ray)",
+                        description="Run every cell (a federated run) of an attack x defense matrix; "
+                                    "write results.csv/json/md and heatmaps. Finished cells are skipped.")
+    ev.add_argument("matrix", help="matrix TOML (see examples/robustness_matrix.toml)")
+    ev.add_argument("--out", type=Path, default=None, help="output folder (default: the matrix's out or runs/<name>)")
+    ev.add_argument("--workers", type=int, default=None, help="parallel worker processes on this machine")
+    ev.add_argument("--ray-address", default=None,
+                    help="run cells as Ray tasks on this cluster ('auto', 'ray://host:port', or 'local')")
+    ev.add_argument("--retry-failed", action="store_true", help="rerun cells that ended with an error")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ev.set_defaults(func=_cmd_eval)
 
     verify = sub.add_parser("verify", help="check every file of a run directory against its manifest (sha256)",
                             description="Verify a run directory: sha256 and integrity of every file.")
