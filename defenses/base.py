@@ -30,6 +30,9 @@ class AggregateInfo:
         scores: named per-client scores (e.g. ``"krum_score"``, ``"norm"``).
         reasons: one human-readable reason per client ("" when nothing happened).
         stats: scalar facts about the round (e.g. the clipping threshold used).
+        groups: only for a pre-aggregator that changes the number of rows (e.g. bucketing): the
+            output row ``groups[i]`` that input row ``i`` went into, so a pipeline can map later
+            stages' per-row info back to clients. ``None`` means rows are kept one to one.
     """
 
     accepted: torch.Tensor
@@ -38,6 +41,7 @@ class AggregateInfo:
     scores: dict[str, torch.Tensor] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
+    groups: torch.Tensor | None = None
 
     @classmethod
     def all_accepted(cls, n: int) -> "AggregateInfo":

@@ -57,9 +57,14 @@ class Pipeline:
             check = getattr(stage, "check_tolerance", None)
             if check is not None:
                 check(n, f)
+            after = getattr(stage, "tolerance_after", None)  # e.g. bucketing: the next stage sees buckets
+            if after is not None:
+                n, f = after(n, f)
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None, client_ids: Sequence[int] | None = None) -> Aggregate:
+        """Aggregate ``updates[n, d]``. ``client_ids`` (optional, one per row) are handed, for the rows
+        that survive the non-finite check, to stages that track clients across rounds (``set_client_ids``)."""
         finite = validate_updates(updates)
         n = updates.shape[0]
         if weights is not None:
@@ -71,14 +76,24 @@ class Pipeline:
         keep = finite.nonzero().flatten()
         rows = updates if bool(finite.all()) else updates[keep]
         w = None if weights is None else weights[keep]
+        if client_ids is not None:
+            if len(client_ids) != n:
+                raise UpdateError(f"client_ids: expected {n} entries (one per update), got {len(client_ids)}")
+            kept_ids = [client_ids[i] for i in keep.tolist()]
+            for stage in self.stages:
+                if hasattr(stage, "set_client_ids"):
+                    stage.set_client_ids(kept_ids)
         info = AggregateInfo.all_accepted(rows.shape[0])
+        row_of: torch.Tensor | None = None  # current row of each kept input row (None: one to one)
         for stage in self.pre:
             rows, w, stage_info = stage(rows, w, generator=generator)
-            info = info.merge(stage_info)
+            info = info.merge(_lift(stage_info, row_of))
+            if stage_info.groups is not None:
+                row_of = stage_info.groups if row_of is None else stage_info.groups[row_of]
         result = self.aggregator(rows, w, generator=generator)
-        result = Aggregate(result.vector, info.merge(result.info))
+        result = Aggregate(result.vector, info.merge(_lift(result.info, row_of)))
         for stage in self.post:
-            result = stage(result, num_clients=rows.shape[0], generator=generator)
+            result = stage(result, num_clients=int(keep.numel()), generator=generator)  # clients, not buckets
         return Aggregate(result.vector, _expand(result.info, keep, n, finite))
 
     # ------------------------------------------------------------------ state (for resume)
@@ -97,6 +112,16 @@ class Pipeline:
                 stage.load_state_dict(part)
             elif part:
                 raise ValueError(f"Pipeline.load_state_dict: state for stage {i} ({stage!r}) which keeps none")
+
+
+def _lift(info: AggregateInfo, row_of: torch.Tensor | None) -> AggregateInfo:
+    """Per-row info of a stage that saw grouped rows (e.g. buckets), mapped back to the input rows."""
+    if row_of is None:
+        return info
+    reasons = [info.reasons[j] for j in row_of.tolist()] if info.reasons else [""] * row_of.numel()
+    return AggregateInfo(accepted=info.accepted[row_of], clipped=info.clipped[row_of], flagged=info.flagged[row_of],
+                         scores={k: v[row_of] for k, v in info.scores.items()}, reasons=reasons,
+                         stats=dict(info.stats))
 
 
 def _expand(info: AggregateInfo, keep: torch.Tensor, n: int, finite: torch.Tensor) -> AggregateInfo:

@@ -55,6 +55,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     console.print(table)
     if summary.baseline_accuracy is not None:
         console.print(f"majority-class baseline accuracy: {summary.baseline_accuracy:.4f}")
+    last_privacy = next((m for m in reversed(summary.history) if any(k.startswith("privacy_") for k in m)), {})
+    if "privacy_sample" in last_privacy:  # sample-level DP: the worst client's (ε, δ)
+        p = last_privacy["privacy_sample"]
+        console.print(f"sample-level DP: epsilon = {p['epsilon_max']:.4g} (max over clients), delta = {p['delta']:g}")
+    if "privacy_client" in last_privacy:
+        p = last_privacy["privacy_client"]
+        console.print(f"client-level DP: epsilon = {p['epsilon']:.4g}, delta = {p['delta']:g} "
+                      f"after {p['rounds']} rounds")
     if summary.stopped_reason:
         console.print(f"[yellow]stopped early:[/yellow] {summary.stopped_reason}")
     console.print(f"run directory: {summary.run_dir.resolve()}")

@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 
 from trustfl.errors import ConfigError
 from trustfl.models.lora import LoraSettings
+from trustfl.defenses.dp.settings import PrivacySettings
 
 __all__ = ["AttackSettings", "ClientSettings", "DataSettings", "FederationSettings", "ModelSettings", "PartitionSettings",
            "RunConfig", "ServerSettings", "from_dict", "load_config"]
@@ -211,9 +212,20 @@ class RunConfig:
     server: ServerSettings = field(default_factory=ServerSettings)
     federation: FederationSettings = field(default_factory=FederationSettings)
     attack: AttackSettings = field(default_factory=AttackSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def __post_init__(self) -> None:
         fed, part = self.federation, self.partition
+        if self.privacy.client is not None:
+            srv = self.server
+            _check(srv.aggregator == "fedavg" and srv.aggregator_options.get("weighted") is False,
+                   "server.aggregator_options.weighted",
+                   f"client-level DP (privacy.client) needs aggregator = 'fedavg' with weighted = false (equal "
+                   f"weights bound one client's influence by C/m), got aggregator={srv.aggregator!r}, "
+                   f"aggregator_options={srv.aggregator_options}")
+            dp_stages = [s.get("name") for s in [*srv.pre, *srv.post] if str(s.get("name", "")).startswith("dp_")]
+            _check(not dp_stages, "server.pre/server.post",
+                   f"privacy.client adds the dp_clip / dp_fedavg stages itself; remove {dp_stages}")
         bad = [a for a in self.attack.attackers or [] if not 0 <= a < part.num_clients]
         _check(not bad, "attack.attackers", f"ids {bad} out of range [0, {part.num_clients - 1}]")
         if fed.clients_per_round is not None:
@@ -252,6 +264,9 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if value is None:
             _check(type(None) in args, path, "must not be empty/None")
             return None
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:  # `X | None`: keep X's own error (with its nested field path)
+            return _coerce(options[0], value, path)
         errors = []
         for arg in args:
             if arg is type(None):

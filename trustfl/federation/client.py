@@ -103,15 +103,22 @@ class LocalTrainer:
                 out[i]["prefix"] = hidden
         return out
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> Any:
-        """Model forward on a collated batch, replaying the cached prefix when the batch has one."""
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    def forward(self, batch: dict[str, torch.Tensor], *, model: nn.Module | None = None,
+                with_labels: bool = True) -> Any:
+        """Model forward on a collated batch, replaying the cached prefix when the batch has one.
+
+        ``model`` overrides ``self.model`` (e.g. the Opacus-wrapped module a privacy hook returns;
+        parameters are shared); ``with_labels=False`` skips the model's internal loss.
+        """
+        model = self.model if model is None else model
+        keys = ("input_ids", "attention_mask", "labels") if with_labels else ("input_ids", "attention_mask")
+        inputs = {k: batch[k] for k in keys}
         if "prefix" in batch:
             if self.prefix is None:
                 raise ValueError("batch carries a cached prefix but the trainer has no FrozenPrefix")
             with self.prefix.replay(batch["prefix"]):
-                return self.model(**inputs)
-        return self.model(**inputs)
+                return model(**inputs)
+        return model(**inputs)
 
     # ------------------------------------------------------------------ training
     def num_steps(self, num_examples: int) -> int:
@@ -132,24 +139,34 @@ class LocalTrainer:
                                                              weight_decay=self.weight_decay)
         loader: Any = DataLoader(examples, batch_size=self.batch_size, shuffle=True, collate_fn=self.batcher,
                                  generator=generator(seed, "shuffle", round, client_id))
-        context = PrivacyContext(client_id=client_id, round=round, num_samples=len(examples), seed=seed)
+        budget = self.num_steps(len(examples))
+        context = PrivacyContext(client_id=client_id, round=round, num_samples=len(examples), seed=seed,
+                                 planned_steps=budget)
+        # A privacy hook may supply the module to run forward through (e.g. Opacus's wrapper) and a
+        # per-sample-aware loss `loss(logits, batch, client_id=...)`; without one, HF's internal loss.
+        loss_fn = getattr(self.privacy, "loss", None) if self.privacy is not None else None
+        forward_model: nn.Module | None = None
         if self.privacy is not None:
             model, optimizer, loader = self.privacy.prepare(model, optimizer, loader, context=context)
+            forward_model = model
         steps, seen, loss_sum = 0, 0, 0.0
-        budget = self.num_steps(len(examples))
         while steps < budget:
             for batch in loader:
                 if batch["input_ids"].shape[0] == 0:  # Poisson sampling may draw an empty batch
                     continue
-                out = self.forward(batch)
+                if loss_fn is None:
+                    loss = self.forward(batch, model=forward_model).loss
+                else:
+                    logits = self.forward(batch, model=forward_model, with_labels=False).logits
+                    loss = loss_fn(logits, batch, client_id=client_id)
                 optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
+                loss.backward()
                 if self.max_grad_norm is not None and self.privacy is None:
                     torch.nn.utils.clip_grad_norm_(self._params, self.max_grad_norm)
                 optimizer.step()
                 steps += 1
                 seen += int(batch["input_ids"].shape[0])
-                loss_sum += float(out.loss.detach()) * int(batch["input_ids"].shape[0])
+                loss_sum += float(loss.detach()) * int(batch["input_ids"].shape[0])
                 if steps >= budget:
                     break
         metrics = {"train_loss": loss_sum / max(seen, 1), "steps": float(steps), "samples_seen": float(seen),

@@ -71,6 +71,7 @@ class PrivacyContext:
     round: int
     num_samples: int
     seed: int
+    planned_steps: int | None = None  # local optimizer steps the trainer will take this round
 
 
 @runtime_checkable
@@ -78,8 +79,12 @@ class ClientPrivacy(Protocol):
     """Make one client's local training private and account for it.
 
     ``prepare`` receives the model, optimizer and data loader and returns the versions to
-    train with (e.g. Opacus-wrapped); ``finish`` runs after training and returns metrics
-    such as the client's ε so far.
+    train with (e.g. Opacus-wrapped; the trainer runs forward through the returned model,
+    whose parameters must be the model's own); ``finish`` runs after training and returns
+    metrics such as the client's ε so far and must undo any wrapping (hooks) of the model.
+    Optionally a hook defines ``loss(logits, batch, *, client_id) -> loss`` (a tensor or an
+    object with ``backward()`` and ``detach()``, e.g. Opacus's ghost-clipping loss); the
+    trainer then computes the loss through it instead of the model's internal loss.
     """
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, *,

@@ -87,6 +87,12 @@ class Federation:
         self.privacy = privacy
         self.secure_aggregation = secure_aggregation
         self.callbacks = list(callbacks)
+        if config.privacy.enabled:  # DP hook, DP-FedAvg stages and accountants (trustfl.defenses.dp)
+            from trustfl.defenses.dp.wiring import configure_privacy
+
+            self.privacy, self.pipeline, dp_callbacks = configure_privacy(
+                config, privacy=self.privacy, pipeline=self.pipeline, pipeline_given=pipeline is not None)
+            self.callbacks.extend(dp_callbacks)
         self.resume = resume
         self.overwrite = overwrite
         self.progress = progress
@@ -219,6 +225,10 @@ class Federation:
             if done > 0 and reader.manifest["rounds"][done].get("state"):
                 self.pipeline.load_state_dict(reader.state(done))
             self.history = reader.metrics()
+            if self.config.privacy.enabled:
+                from trustfl.defenses.dp.wiring import restore_privacy
+
+                restore_privacy(self.callbacks, self.history)
             self.start_round = done + 1
             log.info("resuming %s after round %d", self.out_dir, done)
             return
@@ -319,13 +329,18 @@ class Federation:
                     extra = callback(report)
                 except StopFederation as stop:
                     stopped = stop.reason
-                    extra = None
+                    extra = getattr(stop, "metrics", None)  # e.g. the round's ε when a DP budget stops the run
                 if extra:
                     metrics.update(extra)
             updates_out = ({cid: (updates[i], results[i].num_samples) for i, cid in enumerate(ids)}
                            if cfg.federation.save_client_updates else None)
             self.writer.write_round(r, global_vector=new_global, client_updates=updates_out, metrics=metrics,
                                     state=self.pipeline.state_dict() or None)
+            if self.config.privacy.enabled or self.privacy is not None:
+                from trustfl.defenses.dp.wiring import privacy_summary
+
+                if privacy_summary(metrics):
+                    self.writer.update_extra(privacy=privacy_summary(metrics))
             t4 = time.perf_counter()
             self.global_vector = new_global
             self.history.append(metrics)

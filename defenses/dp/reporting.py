@@ -1,0 +1,103 @@
+"""Round callbacks that account and report ε per round, and stop a run at its privacy budget.
+
+* :class:`ClientLevelAccountant` — client-level DP-FedAvg: each round is one Poisson-subsampled
+  Gaussian mechanism over clients with rate q = clients_per_round / num_clients and noise
+  multiplier z (McMahan et al. 2018, Theorem 1, accounted with Opacus's RDP accountant).
+  With ``max_epsilon`` it raises :class:`BudgetExhausted` (a ``StopFederation``) after the
+  last round whose successor would exceed the budget, so no committed round is over budget.
+* :class:`SampleLevelReport` — ε per client of :class:`~.sample_level.DPAdapterTraining`
+  and their max (each client's accountant is separate; a record belongs to one client).
+
+Sampling note (stated, not hidden): Opacus's RDP bound is for *Poisson* sampling. trustfl's
+loop samples a fixed number of clients uniformly without replacement; accounting that with
+the Poisson bound at q = k/N is the standard practice of DP-FedAvg (McMahan et al. 2018 use
+it for their fixed-size experiments) but is not a proof for fixed-size sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trustfl.defenses.dp.accounting import PrivacyLedger
+from trustfl.errors import StopFederation
+
+__all__ = ["BudgetExhausted", "ClientLevelAccountant", "SampleLevelReport"]
+
+
+class BudgetExhausted(StopFederation):
+    """The next round would exceed the privacy budget; ``metrics`` are this round's privacy metrics."""
+
+    def __init__(self, reason: str, metrics: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.metrics = metrics
+
+
+class ClientLevelAccountant:
+    """RoundCallback: account one DP-FedAvg round per call; stop before the budget is exceeded.
+
+    Args:
+        noise_multiplier: z of each round (update + count, see :mod:`.client_level`).
+        sample_rate: q = clients_per_round / num_clients, in (0, 1].
+        delta: δ of the reported ε.
+        max_epsilon: optional budget.
+        accountant: ``"rdp"`` (default) or ``"prv"``.
+
+    Raises:
+        ValueError (at construction): even one round would exceed ``max_epsilon``.
+    """
+
+    def __init__(self, *, noise_multiplier: float, sample_rate: float, delta: float,
+                 max_epsilon: float | None = None, accountant: str = "rdp") -> None:
+        self.noise_multiplier, self.sample_rate = float(noise_multiplier), float(sample_rate)
+        self.max_epsilon = max_epsilon
+        self.ledger = PrivacyLedger(delta=delta, accountant=accountant)  # type: ignore[arg-type]
+        first = self.ledger.epsilon(extra=(self.noise_multiplier, self.sample_rate, 1))
+        if max_epsilon is not None and first > max_epsilon:
+            raise ValueError(f"max_epsilon: one round already costs epsilon={first:.4g} > "
+                             f"max_epsilon={max_epsilon} (z={noise_multiplier}, q={sample_rate:.4g}); raise the "
+                             "noise multiplier or the budget")
+
+    def __repr__(self) -> str:
+        return (f"ClientLevelAccountant(noise_multiplier={self.noise_multiplier}, sample_rate={self.sample_rate}, "
+                f"delta={self.ledger.delta}, max_epsilon={self.max_epsilon})")
+
+    def restore(self, rounds_done: int) -> None:
+        """After a resume: the first ``rounds_done`` rounds are already spent."""
+        self.ledger.history = []
+        self.ledger.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=rounds_done)
+
+    def summary(self) -> dict[str, Any]:
+        return {"epsilon": self.ledger.epsilon(), "delta": self.ledger.delta, "rounds": self.ledger.steps,
+                "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
+                "max_epsilon": self.max_epsilon}
+
+    def __call__(self, report: Any) -> dict[str, Any]:
+        self.ledger.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        metrics = {"privacy_client": self.summary()}
+        if self.max_epsilon is not None:
+            after_next = self.ledger.epsilon(extra=(self.noise_multiplier, self.sample_rate, 1))
+            metrics["privacy_client"]["epsilon_after_next_round"] = after_next
+            if after_next > self.max_epsilon:
+                raise BudgetExhausted(
+                    f"client-level privacy budget: epsilon={metrics['privacy_client']['epsilon']:.4g} after round "
+                    f"{report.round}; one more round would give {after_next:.4g} > max_epsilon={self.max_epsilon}",
+                    metrics)
+        return metrics
+
+
+class SampleLevelReport:
+    """RoundCallback: ε per client of a :class:`DPAdapterTraining` hook, their max, and its state."""
+
+    def __init__(self, hook: Any) -> None:
+        self.hook = hook
+
+    def __repr__(self) -> str:
+        return f"SampleLevelReport({self.hook!r})"
+
+    def summary(self) -> dict[str, Any]:
+        eps = self.hook.epsilons()
+        return {"epsilon_max": max(eps.values(), default=0.0), "delta": self.hook.settings.delta,
+                "epsilon_per_client": {str(c): e for c, e in eps.items()}}
+
+    def __call__(self, report: Any) -> dict[str, Any]:
+        return {"privacy_sample": {**self.summary(), "state": self.hook.state_json()}}

@@ -1,0 +1,393 @@
+"""Sample-level DP for local LoRA training: DP-SGD through Opacus on the adapter (+ head) only.
+
+Abadi et al. 2016, "Deep Learning with Differential Privacy" (CCS), Algorithm 1: per-sample
+gradients are clipped to L2 norm C, summed, and N(0, σ²C²) noise is added, on batches drawn
+by Poisson sampling at rate q; the privacy loss is accounted per step (their Theorem 1; here
+Opacus's RDP accountant, see :mod:`.accounting`). Only trainable parameters (LoRA matrices and
+the classification head) get per-sample gradients: the frozen FM, and with the frozen-prefix
+cache the frozen blocks entirely, cost nothing extra.
+
+Two ways in:
+
+* :class:`DPAdapterTraining` — a :class:`~trustfl.federation.hooks.ClientPrivacy` hook for
+  trustfl's loop; one Opacus ``PrivacyEngine`` (one accountant) per client.
+* :func:`make_private` — your own PEFT model + optimizer + DataLoader, in three lines.
+
+Both check after the first private step that every adapter tensor actually changed (PEFT +
+Opacus can silently train a copy or nothing: Opacus issue #820) and raise
+:class:`DPCheckError` otherwise. Empty Poisson batches are real DP-SGD steps with an empty
+sum: the noise-only update is applied and accounted here, never skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import nn
+
+from trustfl.defenses.dp.accounting import epsilon_kwargs, noise_multiplier_for
+from trustfl.defenses.dp.settings import SampleLevelSettings
+from trustfl.errors import TrustFLError
+
+__all__ = ["DPAdapterTraining", "DPCheckError", "PrivateTraining", "make_private", "per_sequence_loss"]
+
+GradSampleMode = Literal["hooks", "ghost"]
+Task = Literal["classification", "causal_lm"]
+
+
+class DPCheckError(TrustFLError, RuntimeError):
+    """A private training step did not do what DP-SGD must do (e.g. the adapter did not change)."""
+
+
+def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _check_optimizer_owns(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer must hold exactly the model's trainable tensors (else the model never changes)."""
+    mine = {id(p) for _, p in _trainable(model)}
+    theirs = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    if not mine:
+        raise DPCheckError("make_private: the model has no trainable parameters (apply LoRA first)")
+    if mine != theirs:
+        raise DPCheckError(f"make_private: the optimizer holds {len(theirs)} tensors, the model has {len(mine)} "
+                           f"trainable ones and {len(mine & theirs)} are shared; build the optimizer from "
+                           "[p for p in model.parameters() if p.requires_grad] after applying LoRA")
+
+
+class _CausalLMCriterion(nn.Module):
+    """Token cross-entropy with ``reduction`` settable to ``"none"`` (what Opacus's ghost wrapper needs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduction = "mean"
+        self.ignore_index = -100
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target, ignore_index=-100, reduction=self.reduction)
+
+
+def per_sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Causal-LM loss per sequence ``[B]``: mean over its predicted (non -100) tokens, shifted by one."""
+    shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+    tok = nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                                      ignore_index=-100, reduction="none").view(shift_labels.shape)
+    valid = (shift_labels != -100).sum(dim=1).clamp(min=1)
+    return tok.sum(dim=1) / valid
+
+
+@dataclass
+class PrivateTraining:
+    """A private training set-up returned by :func:`make_private` (one return type for every mode).
+
+    Attributes:
+        model: the Opacus-wrapped model (forward through it; parameters are shared with yours).
+        optimizer: the ``DPOptimizer``.
+        loader: Poisson-sampled batches; empty draws are applied as noise-only steps inside it,
+            and the first non-empty step is checked to have changed every trainable tensor.
+        noise_multiplier, max_grad_norm, sample_rate, delta: the mechanism.
+        task: ``classification`` or ``causal_lm`` (how :meth:`loss` reads logits).
+    """
+
+    model: nn.Module
+    optimizer: Any
+    loader: "_PrivateBatches"
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    delta: float
+    task: Task
+    grad_sample_mode: GradSampleMode
+    engine: Any = field(repr=False)
+    criterion: Any = field(repr=False)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> Any:
+        """The training loss, per-sample aware: call ``.backward()`` on it, then ``optimizer.step()``.
+
+        Classification: logits ``[B, C]``, labels ``[B]``. Causal LM: logits ``[B, T, V]``,
+        labels ``[B, T]`` (-100 = ignore), shifted inside; the privacy unit is the sequence.
+        """
+        if self.task == "classification":
+            return self.criterion(logits, labels)
+        if self.grad_sample_mode == "ghost":
+            shift_logits, shift_labels = logits[:, :-1], labels[:, 1:]
+            return self.criterion(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                                  shape=tuple(shift_logits.shape))
+        return per_sequence_loss(logits, labels).mean()
+
+    def epsilon(self) -> float:
+        """ε at ``delta`` spent so far by this set-up's accountant."""
+        acc = self.engine.accountant
+        return float(acc.get_epsilon(delta=self.delta, **epsilon_kwargs(acc.mechanism()))) if acc.history else 0.0
+
+    @property
+    def steps(self) -> int:
+        return sum(int(n) for _, _, n in self.engine.accountant.history)
+
+    def close(self) -> None:
+        """Remove Opacus's hooks and per-sample attributes from the model (call before re-wrapping it)."""
+        self.loader.check()
+        close = getattr(self.model, "_close", None)
+        if close is not None:
+            close()
+
+
+class _PrivateBatches:
+    """Iterate Opacus's Poisson batches: noise-only steps on empty draws, adapter check after step one."""
+
+    def __init__(self, loader: Any, owner_model: nn.Module, optimizer: Any, engine: Any, *, noise_multiplier: float,
+                 sample_rate: float) -> None:
+        self.loader = loader
+        self.optimizer = optimizer
+        self.engine = engine
+        self.noise_multiplier = noise_multiplier
+        self.sample_rate = sample_rate
+        self.named = _trainable(owner_model)
+        self.snapshot = [p.detach().clone() for _, p in self.named]
+        self.steps_seen = 0
+        self.noise_only_steps = 0
+        self.checked = False
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def dataset(self) -> Any:
+        return self.loader.dataset
+
+    def check(self) -> None:
+        """Raise :class:`DPCheckError` unless every trainable tensor changed and is finite (once)."""
+        if self.checked or self.steps_seen + self.noise_only_steps == 0:
+            return
+        self.checked = True
+        same = [n for (n, p), s in zip(self.named, self.snapshot) if torch.equal(p.detach(), s)]
+        bad = [n for n, p in self.named if not torch.isfinite(p.detach()).all()]
+        self.snapshot = []
+        if same or bad:
+            raise DPCheckError(
+                f"DP sanity check: after the first private step {len(same)} of {len(self.named)} trainable tensors "
+                f"are unchanged (e.g. {same[:3]}) and {len(bad)} are non-finite (e.g. {bad[:3]}). DP-SGD adds noise "
+                "to every trainable tensor, so the optimizer is not updating the model you train (Opacus issue "
+                "#820: PEFT + Opacus); wrap the PEFT model itself and build the optimizer from its parameters")
+
+    def _noise_only_step(self) -> None:
+        """DP-SGD on an empty Poisson batch: the clipped sum is 0, so the update is pure noise."""
+        opt = self.optimizer
+        std = self.noise_multiplier * opt.max_grad_norm
+        for p in opt.params:
+            noise = torch.randn(p.shape, generator=opt.generator, dtype=p.dtype, device=p.device) * std
+            p.grad = noise / opt.expected_batch_size if opt.loss_reduction == "mean" else noise
+        opt.original_optimizer.step()
+        opt.original_optimizer.zero_grad(set_to_none=True)
+        self.engine.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        self.noise_only_steps += 1
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            empty = (not batch) or (isinstance(batch, dict) and batch["input_ids"].shape[0] == 0)
+            if empty:
+                self._noise_only_step()
+                self.check()
+                continue
+            yield batch
+            self.steps_seen += 1
+            self.check()
+
+
+def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, *,
+                 noise_multiplier: float | None = None, target_epsilon: float | None = None,
+                 steps: int | None = None, epochs: int | None = None, delta: float = 1e-5,
+                 max_grad_norm: float = 1.0, grad_sample_mode: GradSampleMode = "hooks",
+                 task: Task = "classification", accountant: Literal["rdp", "prv"] = "rdp",
+                 noise_generator: torch.Generator | None = None, engine: Any = None) -> PrivateTraining:
+    """Make a PEFT model + optimizer + DataLoader differentially private (DP-SGD, Abadi et al. 2016).
+
+    Either ``noise_multiplier`` (fixed σ) or ``target_epsilon`` with ``steps`` or ``epochs``
+    (σ solved with Opacus's RDP search, as ``make_private_with_epsilon`` does). Batches are
+    Poisson-sampled at q = 1/len(loader).
+
+    Example:
+        >>> private = make_private(peft_model, opt, loader, target_epsilon=8, epochs=3)  # doctest: +SKIP
+        >>> for batch in private.loader:                                                # doctest: +SKIP
+        ...     logits = private.model(input_ids=batch["input_ids"],
+        ...                            attention_mask=batch["attention_mask"]).logits
+        ...     opt_loss = private.loss(logits, batch["labels"]); private.optimizer.zero_grad()
+        ...     opt_loss.backward(); private.optimizer.step()
+        >>> private.epsilon(); private.close()                                           # doctest: +SKIP
+
+    Raises:
+        ValueError: both or neither of noise_multiplier / target_epsilon, or a bad value.
+        DPCheckError: the optimizer does not hold the model's trainable parameters.
+    """
+    from opacus import PrivacyEngine
+
+    if (noise_multiplier is None) == (target_epsilon is None):
+        raise ValueError(f"make_private: set exactly one of noise_multiplier or target_epsilon, got "
+                         f"noise_multiplier={noise_multiplier}, target_epsilon={target_epsilon}")
+    if grad_sample_mode not in ("hooks", "ghost"):
+        raise ValueError(f"grad_sample_mode: must be 'hooks' or 'ghost', got {grad_sample_mode!r}")
+    if task not in ("classification", "causal_lm"):
+        raise ValueError(f"task: must be 'classification' or 'causal_lm', got {task!r}")
+    if not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm: must be > 0, got {max_grad_norm}")
+    _check_optimizer_owns(model, optimizer)
+    num_batches = len(loader)
+    if num_batches < 1:
+        raise ValueError("loader: has no batches")
+    sample_rate = 1.0 / num_batches
+    if target_epsilon is not None:
+        if (steps is None) == (epochs is None):
+            raise ValueError(f"make_private: with target_epsilon set exactly one of steps or epochs, got "
+                             f"steps={steps}, epochs={epochs}")
+        total = int(steps if steps is not None else epochs * num_batches)  # type: ignore[operator]
+        noise_multiplier = noise_multiplier_for(target_epsilon=target_epsilon, delta=delta, sample_rate=sample_rate,
+                                                steps=total, accountant=accountant)
+    assert noise_multiplier is not None
+    if not noise_multiplier > 0:
+        raise ValueError(f"noise_multiplier: must be > 0 (0 means no privacy), got {noise_multiplier}")
+    engine = engine if engine is not None else PrivacyEngine(accountant=accountant)
+    criterion: nn.Module = nn.CrossEntropyLoss() if task == "classification" else _CausalLMCriterion()
+    out = engine.make_private(module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
+                              noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                              poisson_sampling=True, grad_sample_mode=grad_sample_mode,
+                              noise_generator=noise_generator)
+    if grad_sample_mode == "ghost":
+        private_model, private_opt, criterion, private_loader = out
+    else:
+        private_model, private_opt, private_loader = out
+    batches = _PrivateBatches(private_loader, model, private_opt, engine, noise_multiplier=noise_multiplier,
+                              sample_rate=sample_rate)
+    return PrivateTraining(model=private_model, optimizer=private_opt, loader=batches,
+                           noise_multiplier=float(noise_multiplier), max_grad_norm=float(max_grad_norm),
+                           sample_rate=sample_rate, delta=delta, task=task, grad_sample_mode=grad_sample_mode,
+                           engine=engine, criterion=criterion)
+
+
+@dataclass
+class _ClientState:
+    engine: Any
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    current: PrivateTraining | None = None
+
+
+class DPAdapterTraining:
+    """Client-side privacy hook for trustfl's loop: DP-SGD on each client's LoRA training.
+
+    Args:
+        target_epsilon / noise_multiplier: exactly one. With ``target_epsilon`` each client's σ
+            is solved once, from its own q = 1/⌈n_k / batch⌉ and ``rounds × local steps``
+            (an upper bound: it assumes the client trains every round).
+        delta, max_grad_norm, grad_sample_mode, accountant: see :class:`SampleLevelSettings`.
+        rounds: planned federation rounds (for ``target_epsilon``).
+        task: ``classification`` or ``causal_lm``.
+
+    Each client has its own ``PrivacyEngine`` and accountant; ``epsilons()`` gives ε per
+    client, and the loop reports their max. Opacus's hooks are removed in ``finish`` so the
+    shared model is re-wrapped cleanly for the next client.
+    """
+
+    def __init__(self, *, target_epsilon: float | None = None, noise_multiplier: float | None = None,
+                 delta: float = 1e-5, max_grad_norm: float = 1.0, grad_sample_mode: GradSampleMode = "hooks",
+                 accountant: Literal["rdp", "prv"] = "rdp", rounds: int = 1, task: Task = "classification") -> None:
+        self.settings = SampleLevelSettings(target_epsilon=target_epsilon, noise_multiplier=noise_multiplier,
+                                            delta=delta, max_grad_norm=max_grad_norm,
+                                            grad_sample_mode=grad_sample_mode, accountant=accountant)
+        if rounds < 1:
+            raise ValueError(f"rounds: must be >= 1, got {rounds}")
+        if task not in ("classification", "causal_lm"):
+            raise ValueError(f"task: must be 'classification' or 'causal_lm', got {task!r}")
+        self.rounds, self.task = rounds, task
+        self.clients: dict[int, _ClientState] = {}
+
+    @classmethod
+    def from_settings(cls, settings: SampleLevelSettings, *, rounds: int, task: Task) -> "DPAdapterTraining":
+        return cls(target_epsilon=settings.target_epsilon, noise_multiplier=settings.noise_multiplier,
+                   delta=settings.delta, max_grad_norm=settings.max_grad_norm,
+                   grad_sample_mode=settings.grad_sample_mode, accountant=settings.accountant, rounds=rounds,
+                   task=task)
+
+    def __repr__(self) -> str:
+        s = self.settings
+        budget = f"target_epsilon={s.target_epsilon}" if s.target_epsilon is not None else \
+            f"noise_multiplier={s.noise_multiplier}"
+        return (f"DPAdapterTraining({budget}, delta={s.delta}, max_grad_norm={s.max_grad_norm}, "
+                f"grad_sample_mode={s.grad_sample_mode!r}, accountant={s.accountant!r}, rounds={self.rounds})")
+
+    def _state(self, client_id: int) -> _ClientState:
+        if client_id not in self.clients:
+            from opacus import PrivacyEngine
+
+            self.clients[client_id] = _ClientState(engine=PrivacyEngine(accountant=self.settings.accountant))
+        return self.clients[client_id]
+
+    def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, *,
+                context: Any) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+        from trustfl.federation.seeding import generator
+
+        s, state = self.settings, self._state(context.client_id)
+        if state.current is not None:
+            raise DPCheckError(f"client {context.client_id}: prepare called twice without finish (Opacus hooks "
+                               "would accumulate on the shared model)")
+        q = 1.0 / len(loader)
+        if state.sample_rate is not None and abs(state.sample_rate - q) > 1e-12:
+            raise DPCheckError(f"client {context.client_id}: sampling rate changed from {state.sample_rate} to {q} "
+                               "between rounds; its noise was calibrated for the first")
+        state.sample_rate = q
+        if state.noise_multiplier is None:
+            if s.noise_multiplier is not None:
+                state.noise_multiplier = s.noise_multiplier
+            else:
+                planned = getattr(context, "planned_steps", None)
+                if not planned:
+                    raise ValueError("DPAdapterTraining(target_epsilon=...): the trainer did not say how many steps "
+                                     "a round takes (PrivacyContext.planned_steps); use noise_multiplier instead")
+                assert s.target_epsilon is not None
+                state.noise_multiplier = noise_multiplier_for(target_epsilon=s.target_epsilon, delta=s.delta,
+                                                              sample_rate=q, steps=self.rounds * int(planned),
+                                                              accountant=s.accountant)
+        state.current = make_private(
+            model, optimizer, loader, noise_multiplier=state.noise_multiplier, delta=s.delta,
+            max_grad_norm=s.max_grad_norm, grad_sample_mode=s.grad_sample_mode, task=self.task,
+            accountant=s.accountant, engine=state.engine,
+            noise_generator=generator(context.seed, "dp_noise", context.round, context.client_id))
+        return state.current.model, state.current.optimizer, state.current.loader
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], *, client_id: int) -> Any:
+        """The per-sample-aware loss for the client being trained (see :meth:`PrivateTraining.loss`)."""
+        current = self._state(client_id).current
+        if current is None:
+            raise DPCheckError(f"client {client_id}: loss() outside prepare()/finish()")
+        return current.loss(logits, batch["labels"])
+
+    def finish(self, *, context: Any) -> dict[str, float]:
+        state = self._state(context.client_id)
+        current = state.current
+        if current is None:
+            raise DPCheckError(f"client {context.client_id}: finish() without prepare()")
+        state.current = None
+        current.close()
+        return {"dp_epsilon": current.epsilon(), "dp_delta": current.delta,
+                "dp_noise_multiplier": current.noise_multiplier, "dp_sample_rate": current.sample_rate,
+                "dp_steps_total": float(current.steps), "dp_noise_only_steps": float(current.loader.noise_only_steps)}
+
+    # ------------------------------------------------------------------ reporting / resume
+    def epsilons(self) -> dict[int, float]:
+        """ε at δ per client that has trained so far."""
+        kw = epsilon_kwargs(self.settings.accountant)
+        return {cid: (float(st.engine.accountant.get_epsilon(delta=self.settings.delta, **kw))
+                      if st.engine.accountant.history else 0.0) for cid, st in sorted(self.clients.items())}
+
+    def state_json(self) -> dict[str, Any]:
+        """Accountant histories and σ per client (JSON), for the run directory and resume."""
+        return {str(cid): {"noise_multiplier": st.noise_multiplier, "sample_rate": st.sample_rate,
+                           "history": [[float(z), float(q), int(n)] for z, q, n in st.engine.accountant.history]}
+                for cid, st in sorted(self.clients.items())}
+
+    def load_state_json(self, data: dict[str, Any]) -> None:
+        for cid, entry in data.items():
+            st = self._state(int(cid))
+            st.noise_multiplier, st.sample_rate = entry["noise_multiplier"], entry["sample_rate"]
+            st.engine.accountant.history = [(float(z), float(q), int(n)) for z, q, n in entry["history"]]
