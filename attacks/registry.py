@@ -8,40 +8,25 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal, Mapping
 
+from trustfl.registry import Registry
+
 __all__ = ["available_attacks", "make_attack", "register_attack"]
 
 Kind = Literal["data", "update"]
-_REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {"data": {}, "update": {}}
-
-
-def _table(kind: str) -> dict[str, Callable[..., Any]]:
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown attack kind {kind!r}; valid kinds: {sorted(_REGISTRY)}")
-    return _REGISTRY[kind]
+_ATTACKS = Registry(("data", "update"), noun="{kind} attack")
 
 
 def register_attack(kind: Kind, name: str, factory: Callable[..., Any]) -> None:
     """Register a ``kind`` attack ``name``; a taken name is an error."""
-    table, key = _table(kind), name.lower()
-    if key in table:
-        raise ValueError(f"{kind} attack {name!r} is already registered ({table[key]!r})")
-    table[key] = factory
+    _ATTACKS.register(kind, name, factory)
 
 
 def available_attacks(kind: Kind) -> list[str]:
-    return sorted(_table(kind))
+    return _ATTACKS.available(kind)
 
 
 def make_attack(kind: Kind, spec: Mapping[str, Any]) -> Any:
     """Build an attack from ``{"name": ..., **options}``; unknown names list the valid ones."""
     if "name" not in spec:
         raise ValueError(f"{kind} attack spec {dict(spec)} needs a 'name'; valid: {available_attacks(kind)}")
-    table = _table(kind)
-    name = str(spec["name"]).lower()
-    if name not in table:
-        raise ValueError(f"unknown {kind} attack {spec['name']!r}; valid names: {sorted(table)}")
-    options = {k: v for k, v in spec.items() if k != "name"}
-    try:
-        return table[name](**options)
-    except TypeError as exc:
-        raise ValueError(f"{kind} attack {name!r}: bad options {options}: {exc}") from exc
+    return _ATTACKS.make(kind, str(spec["name"]), **{k: v for k, v in spec.items() if k != "name"})

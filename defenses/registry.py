@@ -10,44 +10,27 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from trustfl.defenses.fedavg import FedAvg
+from trustfl.registry import Registry
 
 __all__ = ["available_aggregators", "available_stages", "build_pipeline", "make_aggregator", "make_stage",
            "register_aggregator", "register_stage"]
 
 Kind = Literal["aggregator", "pre", "post"]
-_KINDS: tuple[str, ...] = ("aggregator", "pre", "post")
-_REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in _KINDS}
-
-
-def _kind(kind: str) -> dict[str, Callable[..., Any]]:
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown stage kind {kind!r}; valid kinds: {list(_KINDS)}")
-    return _REGISTRY[kind]
+_STAGES = Registry(("aggregator", "pre", "post"))
 
 
 def register_stage(kind: Kind, name: str, factory: Callable[..., Any]) -> None:
     """Register ``factory`` (a class or function taking keyword options) as a ``kind`` stage ``name``."""
-    table, key = _kind(kind), name.lower()
-    if key in table:
-        raise ValueError(f"{kind} {name!r} is already registered ({table[key]!r})")
-    table[key] = factory
+    _STAGES.register(kind, name, factory)
 
 
 def available_stages(kind: Kind) -> list[str]:
-    return sorted(_kind(kind))
+    return _STAGES.available(kind)
 
 
 def make_stage(kind: Kind, name: str, **options: Any) -> Any:
     """Build a registered stage; an unknown name lists the valid ones, bad options name the stage."""
-    table = _kind(kind)
-    try:
-        factory = table[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown {kind} {name!r}; valid names: {sorted(table)}") from None
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise ValueError(f"{kind} {name!r}: bad options {options}: {exc}") from exc
+    return _STAGES.make(kind, name, **options)
 
 
 def register_aggregator(name: str, factory: Callable[..., Any]) -> None:
