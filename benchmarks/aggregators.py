@@ -2,7 +2,8 @@
 float32 updates ``[n, d]``, n in {20, 100}, d in {1e5, 1e6}, f = n // 10 attackers assumed.
 
 * ``ratio_to_mean``: time / time of ``updates.mean(0)`` measured in the same cell (the one-pass
-  memory floor); median of ``--reps`` runs after a warm-up (1 run for cells slower than 5 s).
+  memory floor, re-measured before every aggregator, median used); median of ``--reps`` runs
+  after a warm-up (1 run for cells slower than 5 s).
 * ``flower``: Flower's own functions (``flwr.server.strategy.aggregate``: ``aggregate_krum``,
   ``aggregate_median``, ``aggregate_trimmed_avg``, ``aggregate_bulyan``) on the same data as lists
   of ``([ndarray], num_examples)`` with equal counts: seconds, ``speedup`` = Flower / trustfl, and
@@ -87,18 +88,25 @@ def _flower(u: torch.Tensor, f: int):
 def run_cell(n: int, d: int, reps: int) -> dict:
     f = max(1, n // 10)
     u = torch.randn(n, d, generator=torch.Generator().manual_seed(n * 7 + d)) * 0.01
-    base_t, _ = _time(lambda: u.mean(dim=0), max(reps, 5))
-    cell: dict = {"n": n, "d": d, "f": f, "mean_s": base_t, "aggregators": {}}
+    # the baseline is re-measured before every aggregator (interleaved) and its median is used,
+    # so a burst of load from other processes does not skew one side of a ratio
+    base_runs = [_time(lambda: u.mean(dim=0), 5)[0]]
+    cell: dict = {"n": n, "d": d, "f": f, "aggregators": {}}
     aggs, pre = _ours(n, d, f)
     outputs = {}
     for name, agg in {**aggs, **pre}.items():
         gen = torch.Generator().manual_seed(0)
         fn = (lambda a=agg: a(u, generator=gen))
+        base_runs.append(_time(lambda: u.mean(dim=0), 5)[0])
         t, r = _time(fn, reps)
         out = fn()
         outputs[name] = out.vector if hasattr(out, "vector") else None
-        cell["aggregators"][name] = {"seconds": t, "ratio_to_mean": t / base_t, "reps": r}
-        print(f"  n={n} d={d:.0e} {name:24s} {t:8.4f} s  x{t / base_t:7.1f} mean", file=sys.stderr, flush=True)
+        cell["aggregators"][name] = {"seconds": t, "reps": r}
+        print(f"  n={n} d={d:.0e} {name:24s} {t:8.4f} s", file=sys.stderr, flush=True)
+    base_t = statistics.median(base_runs)
+    cell["mean_s"] = base_t
+    for entry in cell["aggregators"].values():
+        entry["ratio_to_mean"] = entry["seconds"] / base_t
     krum_flower_s = None
     for name, fn in _flower(u, f).items():
         if name == "bulyan" and n >= 100 and d >= 1_000_000:

@@ -118,7 +118,13 @@ def validate_updates(updates: torch.Tensor, *, dim: int | None = None) -> torch.
         raise UpdateError(f"updates: expected a floating dtype, got {updates.dtype}")
     if dim is not None and updates.shape[1] != dim:
         raise UpdateError(f"updates: expected d={dim} columns, got {updates.shape[1]}")
-    return torch.isfinite(updates).all(dim=1)
+    # fast path, one pass like a mean: a row whose sum is finite has only finite entries; rows whose
+    # sum is not finite (NaN/Inf, or huge finite values that overflow) are checked exactly
+    finite = torch.isfinite(updates.sum(dim=1))
+    if not bool(finite.all()):
+        suspect = (~finite).nonzero().flatten()
+        finite[suspect] = torch.isfinite(updates[suspect]).all(dim=1)
+    return finite
 
 
 def validate_weights(weights: torch.Tensor | None, n: int) -> torch.Tensor:

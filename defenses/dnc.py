@@ -92,7 +92,8 @@ class DnC:
             good &= keep
         if not bool(good.any()):  # disjoint iterations (num_iters * floor(c f) >= n): keep the last good set
             good = keep
-        vector = updates[good].mean(dim=0)
+        coef = good.to(updates.dtype) / int(good.sum())
+        vector = coef @ updates  # one GEMV, no copy of the kept rows
         info = AggregateInfo.all_accepted(n)
         info.accepted = good
         info.flagged = ~good

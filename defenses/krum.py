@@ -85,7 +85,12 @@ class MultiKrum:
         m = self._keep(n)
         scores = krum_scores(pairwise_sq_distances(updates), self.f)
         keep = torch.argsort(scores, stable=True)[:m]
-        vector = updates[keep[0]].clone() if m == 1 else updates[keep].mean(dim=0)
+        if m == 1:
+            vector = updates[keep[0]].clone()
+        else:  # one GEMV over the input instead of copying the m kept rows
+            coef = torch.zeros(n, dtype=updates.dtype)
+            coef[keep] = 1.0 / m
+            vector = coef @ updates
         info = AggregateInfo.all_accepted(n)
         info.accepted[:] = False
         info.accepted[keep] = True

@@ -235,3 +235,17 @@ def test_real_minilm_federation_beats_majority_baseline(tmp_path):
     summary = Federation(cfg, out_dir=tmp_path / "real", progress=False).run()
     assert summary.final_metrics["accuracy"] > summary.baseline_accuracy + 0.05
     assert summary.final_metrics["macro_f1"] > 0.8
+
+
+def test_disk_prefix_store_gives_identical_runs(tiny_bert_dir, tmp_path):
+    store = str(tmp_path / "store")
+    plain = Federation(_config(tiny_bert_dir, federation__rounds=1), out_dir=tmp_path / "a", progress=False).run()
+    first = Federation(_config(tiny_bert_dir, federation__rounds=1, lora__prefix_cache_dir=store),
+                       out_dir=tmp_path / "b", progress=False).run()
+    files = sorted(p.name for p in (tmp_path / "store").rglob("*.safetensors"))
+    assert len(files) == 5  # 4 clients + the test set
+    second = Federation(_config(tiny_bert_dir, federation__rounds=1, lora__prefix_cache_dir=store),
+                        out_dir=tmp_path / "c", progress=False).run()
+    assert sorted(p.name for p in (tmp_path / "store").rglob("*.safetensors")) == files
+    g = [RunDir(s.run_dir).global_vector(1) for s in (plain, first, second)]
+    assert torch.equal(g[0], g[1]) and torch.equal(g[1], g[2])

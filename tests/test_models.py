@@ -188,3 +188,25 @@ def test_smollm2_offline_converts_and_generates():
     ids = fm.tokenizer("The capital of France is", return_tensors="pt")
     out = fm.model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in fm.tokenizer.decode(out[0])
+
+
+def test_prefix_store_roundtrip_and_keys(tiny_bert_dir, tmp_path):
+    from trustfl.models import PrefixStore
+
+    fm, model = _lora_model(tiny_bert_dir, r=2, top_layers=1)
+    prefix = FrozenPrefix(model, first_trainable=3)
+    batch = fm.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    cached = prefix.compute(batch["input_ids"], batch["attention_mask"])
+    ids = [batch["input_ids"][i, : c.shape[0]] for i, c in enumerate(cached)]
+    store = PrefixStore(tmp_path, prefix)
+    key = store.key(ids)
+    assert store.load(key) is None
+    store.save(key, cached)
+    assert all(torch.equal(a, b) for a, b in zip(store.load(key), cached))
+    assert store.key(ids[::-1]) != key and store.key(ids[:-1]) != key
+    with torch.no_grad():  # different frozen weights -> different key space
+        model.base_model.model.bert.embeddings.word_embeddings.weight[0, 0] += 1.0
+    assert PrefixStore(tmp_path, prefix).key(ids) != key
+    path = next(tmp_path.rglob("*.safetensors"))
+    path.write_bytes(path.read_bytes()[:20])  # torn file -> recomputed, not trusted
+    assert store.load(key) is None

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from trustfl.federation.hooks import ClientPrivacy, ClientResult, PrivacyContext
 from trustfl.federation.seeding import derive_seed, generator
 from trustfl.models.layout import ParamLayout
-from trustfl.models.prefix_cache import FrozenPrefix, pad_hidden
+from trustfl.models.prefix_cache import FrozenPrefix, PrefixStore, pad_hidden
 
 __all__ = ["Batcher", "LocalTrainer", "to_examples"]
 
@@ -70,6 +70,7 @@ class LocalTrainer:
         epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm: local optimisation
             (AdamW, fresh each round, as in FedAvg).
         prefix: a :class:`FrozenPrefix` to cache and replay the frozen bottom blocks, or None.
+        prefix_store: a :class:`PrefixStore` to share the cached prefix through disk across runs.
         privacy: a :class:`ClientPrivacy` hook wrapping training (e.g. DP-SGD), or None.
     """
 
@@ -77,7 +78,7 @@ class LocalTrainer:
                  max_steps: int | None = None, batch_size: int = 16, lr: float = 5e-4,
                  weight_decay: float = 0.0, max_grad_norm: float | None = 1.0,
                  prefix: FrozenPrefix | None = None, privacy: ClientPrivacy | None = None,
-                 prefix_batch_size: int = 64) -> None:
+                 prefix_batch_size: int = 64, prefix_store: PrefixStore | None = None) -> None:
         self.model = model
         self.layout = layout
         self.batcher = batcher
@@ -86,6 +87,7 @@ class LocalTrainer:
         self.prefix = prefix
         self.privacy = privacy
         self.prefix_batch_size = prefix_batch_size
+        self.prefix_store = prefix_store
         self._params = [p for p in model.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ prefix cache
@@ -93,6 +95,11 @@ class LocalTrainer:
         """Return ``examples`` with their frozen-prefix output cached (computed once, by length)."""
         if self.prefix is None or not examples or "prefix" in examples[0]:
             return examples
+        if self.prefix_store is not None:
+            key = self.prefix_store.key([ex["input_ids"] for ex in examples])
+            stored = self.prefix_store.load(key)
+            if stored is not None and len(stored) == len(examples):
+                return [{**ex, "prefix": hidden} for ex, hidden in zip(examples, stored)]
         order = sorted(range(len(examples)), key=lambda i: int(examples[i]["input_ids"].shape[0]))
         out: list[Example] = [dict(ex) for ex in examples]
         for start in range(0, len(order), self.prefix_batch_size):
@@ -101,6 +108,8 @@ class LocalTrainer:
             cached = self.prefix.compute(batch["input_ids"], batch["attention_mask"])
             for i, hidden in zip(idx, cached):
                 out[i]["prefix"] = hidden
+        if self.prefix_store is not None:
+            self.prefix_store.save(key, [ex["prefix"] for ex in out])
         return out
 
     def forward(self, batch: dict[str, torch.Tensor], *, model: nn.Module | None = None,

@@ -135,7 +135,7 @@ class Federation:
             return
         from trustfl.data import (fingerprint_dataset, holdout_split, label_names, load_dataset_source,
                                   partition_dataset, tokenize_dataset, train_test_split_dataset)
-        from trustfl.models import FrozenPrefix, ParamLayout, apply_lora, find_layer_stack, load_fm
+        from trustfl.models import FrozenPrefix, ParamLayout, PrefixStore, apply_lora, find_layer_stack, load_fm
 
         cfg, seed = self.config, self.config.seed
         import datasets
@@ -176,11 +176,13 @@ class Federation:
             first = len(stack) - cfg.lora.top_layers
             if first > 0:
                 prefix = FrozenPrefix(self.model, first_trainable=first)
+        store = PrefixStore(cfg.lora.prefix_cache_dir, prefix) if prefix and cfg.lora.prefix_cache_dir else None
         batcher = Batcher(pad_token_id=self.fm.pad_token_id, task=cfg.model.task)
         c = cfg.client
         self.trainer = LocalTrainer(self.model, self.layout, batcher, epochs=c.epochs, max_steps=c.max_steps,
                                     batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
-                                    max_grad_norm=c.max_grad_norm, prefix=prefix, privacy=self.privacy)
+                                    max_grad_norm=c.max_grad_norm, prefix=prefix, privacy=self.privacy,
+                                    prefix_store=store)
 
         def tok(d: Any) -> list[dict[str, Any]]:
             return to_examples(tokenize_dataset(d, self.fm.tokenizer, max_length=cfg.model.max_length,

@@ -3,7 +3,7 @@
 from trustfl.models.layout import ParamLayout
 from trustfl.models.loading import OFFLINE_MODELS, FoundationModel, cache_dir, load_fm, resolve_model_path
 from trustfl.models.lora import LoraSettings, adapted_layer_indices, apply_lora, find_layer_stack
-from trustfl.models.prefix_cache import FrozenPrefix, pad_hidden
+from trustfl.models.prefix_cache import FrozenPrefix, PrefixStore, pad_hidden
 
 __all__ = sorted([
     "FoundationModel",
@@ -11,6 +11,7 @@ __all__ = sorted([
     "LoraSettings",
     "OFFLINE_MODELS",
     "ParamLayout",
+    "PrefixStore",
     "adapted_layer_indices",
     "apply_lora",
     "cache_dir",

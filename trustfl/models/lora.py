@@ -33,6 +33,8 @@ class LoraSettings:
         top_layers: if set, adapters only on the top ``k`` blocks (overrides ``layers``).
         cache_prefix: with ``top_layers``, compute the frozen bottom blocks once per record
             and train only the top blocks (see :mod:`trustfl.models.prefix_cache`).
+        prefix_cache_dir: also keep those outputs in this folder, shared by later runs with the
+            same frozen weights and records (e.g. the cells of ``trustfl eval``); unset: memory only.
     """
 
     r: int = 8
@@ -42,6 +44,7 @@ class LoraSettings:
     layers: Literal["all"] | list[int] = "all"
     top_layers: int | None = None
     cache_prefix: bool = True
+    prefix_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.r < 1:

@@ -17,7 +17,11 @@ attention mask hides from every real position.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
@@ -25,7 +29,7 @@ from torch import nn
 
 from trustfl.models.lora import find_layer_stack
 
-__all__ = ["FrozenPrefix", "pad_hidden"]
+__all__ = ["FrozenPrefix", "PrefixStore", "pad_hidden"]
 
 
 class _Done(Exception):
@@ -128,3 +132,66 @@ def pad_hidden(cached: Sequence[torch.Tensor], length: int) -> torch.Tensor:
             raise ValueError(f"pad_hidden: record {i} has {t.shape[0]} positions, more than length={length}")
         out[i, : t.shape[0]] = t
     return out
+
+
+class PrefixStore:
+    """A disk cache of frozen-prefix outputs, shared by runs that use the same frozen weights.
+
+    The prefix output of a record depends only on the frozen weights below the first
+    trainable block and on the record's token ids, so runs that differ in everything else
+    (attacks, defenses, seeds: the cells of an evaluation matrix) can share it. The key is a
+    sha256 over the frozen parameters, ``first_trainable`` and the token ids; files are
+    written atomically, so concurrent workers may share a folder. Loaded tensors are the
+    float32 values that were computed, bit for bit.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], prefix: FrozenPrefix) -> None:
+        self.root = Path(root)
+        digest = hashlib.sha256(f"first_trainable={prefix.first_trainable}".encode())
+        with torch.no_grad():
+            for name, param in prefix.model.named_parameters():
+                if not param.requires_grad:
+                    digest.update(name.encode())
+                    digest.update(param.detach().to(torch.float32).contiguous().numpy().tobytes())
+        self.model_key = digest.hexdigest()[:16]
+
+    def key(self, token_ids: Sequence[torch.Tensor]) -> str:
+        digest = hashlib.sha256(self.model_key.encode())
+        for ids in token_ids:
+            digest.update(len(ids).to_bytes(4, "little"))
+            digest.update(ids.to(torch.int64).numpy().tobytes())
+        return digest.hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / self.model_key / f"{key}.safetensors"
+
+    def load(self, key: str) -> list[torch.Tensor] | None:
+        """The cached per-record tensors for ``key``, or None (also for an unreadable file)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            data = load_file(str(path))
+        except (SafetensorError, OSError, RuntimeError):
+            return None
+        lengths = data["lengths"].tolist()
+        return list(torch.split(data["hidden"], lengths)) if lengths else []
+
+    def save(self, key: str, cached: Sequence[torch.Tensor]) -> None:
+        from safetensors.torch import save
+
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = save({"hidden": torch.cat(list(cached)).contiguous(),
+                        "lengths": torch.tensor([t.shape[0] for t in cached], dtype=torch.int64)})
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
