@@ -249,3 +249,17 @@ def test_disk_prefix_store_gives_identical_runs(tiny_bert_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "store").rglob("*.safetensors")) == files
     g = [RunDir(s.run_dir).global_vector(1) for s in (plain, first, second)]
     assert torch.equal(g[0], g[1]) and torch.equal(g[1], g[2])
+
+
+def test_stateful_aggregator_sees_real_client_ids(tiny_bert_dir, tmp_path):
+    """Client sampling changes which row is which client; FoolsGold must key its history by id."""
+    from trustfl.defenses import FoolsGold
+
+    fg = FoolsGold()
+    cfg = _config(tiny_bert_dir, federation__rounds=2, federation__clients_per_round=2)
+    fed = Federation(cfg, out_dir=tmp_path / "fg", pipeline=fg, progress=False)
+    fed.run()
+    sampled = sorted({c for m in fed.history for c in m["clients"]})
+    state = fed.pipeline.state_dict()
+    ids_key = next(k for k in state if k.endswith("client_ids"))
+    assert sorted(state[ids_key].tolist()) == sampled

@@ -77,6 +77,10 @@ class Federation:
                  resume: bool = False, overwrite: bool = False, progress: bool = True) -> None:
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
+        from trustfl.defenses import Pipeline
+
+        if pipeline is not None and not isinstance(pipeline, Pipeline):
+            pipeline = Pipeline(aggregator=pipeline)  # a bare aggregator gets the pipeline's per-client checks
         self.pipeline = pipeline if pipeline is not None else config.server.build_pipeline()
         if config.attack.active and not (data_attacks or update_attack or attackers):
             data_attacks, update_attack, attackers = self._attacks_from_config()
@@ -290,7 +294,8 @@ class Federation:
             total, wsum = self.secure_aggregation.weighted_sum(updates, weights)
             aggregate = Aggregate(total / wsum, AggregateInfo.all_accepted(len(ids)))
         else:
-            aggregate = self.pipeline(updates, weights, generator=generator(self.config.seed, "server", round))
+            aggregate = self.pipeline(updates, weights, generator=generator(self.config.seed, "server", round),
+                                      client_ids=ids)
         return aggregate, updates
 
     def run(self) -> RunSummary:
