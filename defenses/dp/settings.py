@@ -31,6 +31,16 @@ def _check_delta(delta: float, path: str) -> None:
     _check(0 < delta < 1, path, f"must be in (0, 1), got {delta}; typical: 1e-5 or below 1/(number of records)")
 
 
+def _check_noise_or_target(target_epsilon: float | None, noise_multiplier: float | None, p: str) -> None:
+    """Exactly one of ``target_epsilon`` / ``noise_multiplier``, and it must be > 0."""
+    _check((target_epsilon is None) != (noise_multiplier is None), p,
+           "set exactly one of target_epsilon or noise_multiplier, got "
+           f"target_epsilon={target_epsilon}, noise_multiplier={noise_multiplier}")
+    _check(target_epsilon is None or target_epsilon > 0, f"{p}.target_epsilon", f"must be > 0, got {target_epsilon}")
+    _check(noise_multiplier is None or noise_multiplier > 0, f"{p}.noise_multiplier",
+           f"must be > 0 (0 would mean no privacy at all), got {noise_multiplier}")
+
+
 @dataclass
 class SampleLevelSettings:
     """DP-SGD on every client's adapter (+ head) parameters through Opacus.
@@ -59,13 +69,7 @@ class SampleLevelSettings:
 
     def __post_init__(self) -> None:
         p = "privacy.sample"
-        _check((self.target_epsilon is None) != (self.noise_multiplier is None), p,
-               "set exactly one of target_epsilon or noise_multiplier, got "
-               f"target_epsilon={self.target_epsilon}, noise_multiplier={self.noise_multiplier}")
-        _check(self.target_epsilon is None or self.target_epsilon > 0, f"{p}.target_epsilon",
-               f"must be > 0, got {self.target_epsilon}")
-        _check(self.noise_multiplier is None or self.noise_multiplier > 0, f"{p}.noise_multiplier",
-               f"must be > 0 (0 would mean no privacy at all), got {self.noise_multiplier}")
+        _check_noise_or_target(self.target_epsilon, self.noise_multiplier, p)
         _check_delta(self.delta, f"{p}.delta")
         _check(self.max_grad_norm > 0, f"{p}.max_grad_norm", f"must be > 0, got {self.max_grad_norm}")
 
@@ -104,13 +108,7 @@ class ClientLevelSettings:
 
     def __post_init__(self) -> None:
         p = "privacy.client"
-        _check((self.target_epsilon is None) != (self.noise_multiplier is None), p,
-               "set exactly one of target_epsilon or noise_multiplier, got "
-               f"target_epsilon={self.target_epsilon}, noise_multiplier={self.noise_multiplier}")
-        _check(self.noise_multiplier is None or self.noise_multiplier > 0, f"{p}.noise_multiplier",
-               f"must be > 0 (0 would mean no privacy at all), got {self.noise_multiplier}")
-        _check(self.target_epsilon is None or self.target_epsilon > 0, f"{p}.target_epsilon",
-               f"must be > 0, got {self.target_epsilon}")
+        _check_noise_or_target(self.target_epsilon, self.noise_multiplier, p)
         _check(self.clip_norm > 0, f"{p}.clip_norm", f"must be > 0, got {self.clip_norm}")
         _check(0 < self.target_quantile < 1, f"{p}.target_quantile", f"must be in (0, 1), got {self.target_quantile}")
         _check(self.clip_lr > 0, f"{p}.clip_lr", f"must be > 0, got {self.clip_lr}")
