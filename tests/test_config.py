@@ -33,7 +33,8 @@ def test_examples_load():
     ({"server": {"aggregator_options": {"wieghted": False}}}, r"server: aggregator 'fedavg': bad options"),
     ({"federation": {"fraction": 0.5, "clients_per_round": 2}}, r"either clients_per_round or fraction"),
     ({"federation": {"clients_per_round": 9}}, r"exceeds partition\.num_clients = 8"),
-    ({"client": {"lr": 3}}, r"client\.lr: must be in \(0, 1\)"),
+    ({"client": {"lr": 30}}, r"client\.lr: must be in \(0, 10\]"),
+    ({"client": {"momentum": 0.9}}, r"client\.momentum: only applies to optimizer = .sgd."),
     ({"federation": {"save_client_updates": "yes"}}, r"must be true or false"),
     ({"bogus": 1}, r"config: unknown key"),
 ])

@@ -263,3 +263,24 @@ def test_stateful_aggregator_sees_real_client_ids(tiny_bert_dir, tmp_path):
     state = fed.pipeline.state_dict()
     ids_key = next(k for k in state if k.endswith("client_ids"))
     assert sorted(state[ids_key].tolist()) == sampled
+
+
+def test_sgd_client_step_equals_a_hand_computed_sgd_step(tiny_bert_dir, tmp_path):
+    """optimizer = 'sgd': one full-batch local step moves the adapter by exactly -lr * gradient."""
+    cfg = _config(tiny_bert_dir, client__optimizer="sgd", client__lr=0.5, client__max_steps=1,
+                  client__batch_size=10_000, client__max_grad_norm=None, lora__cache_prefix=False,
+                  federation__rounds=1)
+    fed = Federation(cfg, out_dir=tmp_path / "sgd", progress=False)
+    fed.setup()
+    trainer, examples = fed.trainer, fed.engine.client_examples[0]
+    start = fed.layout.flatten(fed.model)
+    for module in fed.model.modules():  # no dropout: both paths are then deterministic
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    result = trainer.train(0, examples, start, round=1, seed=0)
+    fed.layout.load_into(fed.model, start)
+    batch = trainer.batcher(examples)
+    params = [p for p in fed.model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(trainer.forward(batch).loss, params)
+    expected = -0.5 * torch.cat([g.reshape(-1) for g in grads])
+    torch.testing.assert_close(result.delta, expected, atol=1e-6, rtol=1e-4)

@@ -210,3 +210,42 @@ def test_prefix_store_roundtrip_and_keys(tiny_bert_dir, tmp_path):
     path = next(tmp_path.rglob("*.safetensors"))
     path.write_bytes(path.read_bytes()[:20])  # torn file -> recomputed, not trusted
     assert store.load(key) is None
+
+
+# ---------------------------------------------------------------------- mean pooling
+def test_mean_pooling_equals_masked_mean_and_ignores_padding(tiny_bert_dir):
+    fm = load_fm(tiny_bert_dir, num_labels=3, seed=0, pooling="mean")
+    model = fm.model.eval()
+    batch = fm.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model.bert(**batch)
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        reference = (out.last_hidden_state * mask).sum(1) / mask.sum(1)
+        torch.testing.assert_close(out.pooler_output, reference)
+        # a record's logits do not depend on how much padding its batch added
+        alone = model(**fm.tokenizer(TEXTS[1:2], return_tensors="pt")).logits
+        torch.testing.assert_close(model(**batch).logits[1:2], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_mean_pooling_works_through_prefix_replay(tiny_bert_dir):
+    fm = load_fm(tiny_bert_dir, num_labels=3, seed=0, pooling="mean")
+    model = apply_lora(fm.model, LoraSettings(r=2, top_layers=1), task="classification").eval()
+    _, stack = find_layer_stack(model)
+    batch = fm.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        full = model(**batch).logits
+        prefix = FrozenPrefix(model, first_trainable=len(stack) - 1)
+        cached = prefix.compute(batch["input_ids"], batch["attention_mask"])
+        with prefix.replay(pad_hidden(cached, batch["input_ids"].shape[1])):
+            replayed = model(**batch).logits
+    torch.testing.assert_close(replayed, full, atol=1e-5, rtol=1e-4)
+
+
+def test_mean_pooling_errors(tiny_bert_dir, tiny_llama_dir):
+    with pytest.raises(ModelLoadError, match="pooling='sum' is not supported"):
+        load_fm(tiny_bert_dir, num_labels=2, pooling="sum")
+    with pytest.raises(ModelLoadError, match="applies to task='classification' only"):
+        load_fm(tiny_llama_dir, task="causal_lm", pooling="mean")
+    from trustfl.models import use_mean_pooling
+    with pytest.raises(ModelLoadError, match="needs an encoder with a `pooler`"):
+        use_mean_pooling(torch.nn.Linear(2, 2))

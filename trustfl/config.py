@@ -31,14 +31,21 @@ def _check(cond: bool, path: str, msg: str) -> None:
 
 @dataclass
 class ModelSettings:
-    """Which FM, for which task, at which maximum sequence length."""
+    """Which FM, for which task, at which maximum sequence length, with which classifier pooling.
+
+    ``pooling = "mean"`` classifies from the masked mean of the last hidden states (how sentence
+    encoders like MiniLM were trained) instead of the [CLS] pooler; see trustfl.models.pooling.
+    """
 
     name: str = "minilm"
     task: Literal["classification", "causal_lm"] = "classification"
     max_length: int = 64
+    pooling: Literal["default", "mean"] = "default"
 
     def __post_init__(self) -> None:
         _check(self.max_length >= 8, "model.max_length", f"must be >= 8, got {self.max_length}")
+        _check(self.pooling == "default" or self.task == "classification", "model.pooling",
+               f"'mean' applies to task = 'classification' only, not {self.task!r}")
 
 
 @dataclass
@@ -89,7 +96,12 @@ class PartitionSettings:
 
 @dataclass
 class ClientSettings:
-    """Local training of each sampled client (AdamW over adapter + head parameters)."""
+    """Local training of each sampled client over the adapter + head parameters.
+
+    ``optimizer``: ``adamw`` (default) or ``sgd`` (with ``momentum``). Under DP-SGD, SGD often
+    beats Adam at small budgets: Adam divides each coordinate by its own noise-dominated second
+    moment, so pure-noise coordinates still move ~lr per step.
+    """
 
     epochs: int = 1
     max_steps: int | None = None
@@ -97,16 +109,21 @@ class ClientSettings:
     lr: float = 5e-4
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "client.epochs", f"must be >= 1, got {self.epochs}")
         _check(self.max_steps is None or self.max_steps >= 1, "client.max_steps",
                f"must be >= 1 or unset, got {self.max_steps}")
         _check(self.batch_size >= 1, "client.batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(0 < self.lr < 1, "client.lr", f"must be in (0, 1), got {self.lr}")
+        _check(0 < self.lr <= 10, "client.lr", f"must be in (0, 10], got {self.lr}")
         _check(self.weight_decay >= 0, "client.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(self.max_grad_norm is None or self.max_grad_norm > 0, "client.max_grad_norm",
                f"must be > 0 or unset, got {self.max_grad_norm}")
+        _check(0 <= self.momentum < 1, "client.momentum", f"must be in [0, 1), got {self.momentum}")
+        _check(self.momentum == 0 or self.optimizer == "sgd", "client.momentum",
+               f"only applies to optimizer = 'sgd', not {self.optimizer!r}; remove it")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Local training of one client: load the global adapter, train with AdamW, return the delta.
+"""Local training of one client: load the global adapter, train (AdamW or SGD), return the delta.
 
 One :class:`LocalTrainer` (one model in memory) serves every client of a run in turn; a
 client is just its records. With adapters only on the top blocks, the trainer caches each
@@ -68,7 +68,8 @@ class LocalTrainer:
         layout: its :class:`ParamLayout`.
         batcher: collates examples into batches.
         epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm: local optimisation
-            (AdamW, fresh each round, as in FedAvg).
+            (a fresh optimizer each round, as in FedAvg).
+        optimizer, momentum: ``"adamw"`` or ``"sgd"`` (with heavy-ball ``momentum``).
         prefix: a :class:`FrozenPrefix` to cache and replay the frozen bottom blocks, or None.
         prefix_store: a :class:`PrefixStore` to share the cached prefix through disk across runs.
         privacy: a :class:`ClientPrivacy` hook wrapping training (e.g. DP-SGD), or None.
@@ -76,14 +77,19 @@ class LocalTrainer:
 
     def __init__(self, model: nn.Module, layout: ParamLayout, batcher: Batcher, *, epochs: int = 1,
                  max_steps: int | None = None, batch_size: int = 16, lr: float = 5e-4,
-                 weight_decay: float = 0.0, max_grad_norm: float | None = 1.0,
-                 prefix: FrozenPrefix | None = None, privacy: ClientPrivacy | None = None,
+                 weight_decay: float = 0.0, max_grad_norm: float | None = 1.0, optimizer: str = "adamw",
+                 momentum: float = 0.0, prefix: FrozenPrefix | None = None, privacy: ClientPrivacy | None = None,
                  prefix_batch_size: int = 64, prefix_store: PrefixStore | None = None) -> None:
         self.model = model
         self.layout = layout
         self.batcher = batcher
         self.epochs, self.max_steps, self.batch_size = epochs, max_steps, batch_size
         self.lr, self.weight_decay, self.max_grad_norm = lr, weight_decay, max_grad_norm
+        if optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        if momentum and optimizer != "sgd":
+            raise ValueError(f"momentum={momentum} only applies to optimizer='sgd', not {optimizer!r}")
+        self.optimizer, self.momentum = optimizer, momentum
         self.prefix = prefix
         self.privacy = privacy
         self.prefix_batch_size = prefix_batch_size
@@ -134,6 +140,12 @@ class LocalTrainer:
         steps = self.epochs * math.ceil(num_examples / self.batch_size)
         return steps if self.max_steps is None else min(steps, self.max_steps)
 
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """A fresh local optimizer over the trainable parameters."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(self._params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(self._params, lr=self.lr, weight_decay=self.weight_decay)
+
     def train(self, client_id: int, examples: list[Example], global_vector: torch.Tensor, *, round: int,
               seed: int) -> ClientResult:
         """Train from ``global_vector`` on ``examples``; return the update ``delta = local - global``."""
@@ -144,8 +156,7 @@ class LocalTrainer:
         torch.manual_seed(derive_seed(seed, "dropout", round, client_id))
         model: nn.Module = self.model
         model.train()
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(self._params, lr=self.lr,
-                                                             weight_decay=self.weight_decay)
+        optimizer = self.make_optimizer()
         loader: Any = DataLoader(examples, batch_size=self.batch_size, shuffle=True, collate_fn=self.batcher,
                                  generator=generator(seed, "shuffle", round, client_id))
         budget = self.num_steps(len(examples))

@@ -170,7 +170,7 @@ class Federation:
         num_labels = len(self.label_names) if self.label_names else None
 
         self.fm = load_fm(cfg.model.name, task=cfg.model.task, num_labels=num_labels,
-                          seed=derive_seed(seed, "head") % 2**32)
+                          seed=derive_seed(seed, "head") % 2**32, pooling=cfg.model.pooling)
         torch.manual_seed(derive_seed(seed, "lora"))
         self.model = apply_lora(self.fm.model, cfg.lora, task=cfg.model.task)
         self.layout = ParamLayout.from_model(self.model)
@@ -185,7 +185,8 @@ class Federation:
         c = cfg.client
         self.trainer = LocalTrainer(self.model, self.layout, batcher, epochs=c.epochs, max_steps=c.max_steps,
                                     batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
-                                    max_grad_norm=c.max_grad_norm, prefix=prefix, privacy=self.privacy,
+                                    max_grad_norm=c.max_grad_norm, optimizer=c.optimizer, momentum=c.momentum,
+                                    prefix=prefix, privacy=self.privacy,
                                     prefix_store=store)
 
         def tok(d: Any) -> list[dict[str, Any]]:

@@ -127,7 +127,7 @@ def resolve_model_path(name: str) -> str:
 
 
 def load_fm(name: str = "minilm", *, task: Task = "classification", num_labels: int | None = None,
-            seed: int = 0, dtype: torch.dtype = torch.float32) -> FoundationModel:
+            seed: int = 0, dtype: torch.dtype = torch.float32, pooling: str = "default") -> FoundationModel:
     """Load an FM for ``task`` with its tokenizer.
 
     Args:
@@ -136,6 +136,9 @@ def load_fm(name: str = "minilm", *, task: Task = "classification", num_labels: 
             outputs, seeded by ``seed``), ``embedding`` (the bare encoder) or ``causal_lm``.
         num_labels: number of classes; required for ``classification``.
         seed: seed for the new head's initialisation, so the same seed gives the same model.
+        pooling: ``default`` (the architecture's own head, [CLS] pooler for BERT) or ``mean``
+            (masked mean over tokens, as sentence encoders are trained; classification only,
+            see :mod:`trustfl.models.pooling`).
 
     Raises:
         ModelLoadError: unknown task, missing package, or a model that cannot be loaded.
@@ -144,6 +147,10 @@ def load_fm(name: str = "minilm", *, task: Task = "classification", num_labels: 
         raise ModelLoadError(f"task={task!r} is not supported; valid tasks: {list(TASKS)}")
     if task == "classification" and (num_labels is None or num_labels < 2):
         raise ModelLoadError(f"task='classification' needs num_labels >= 2, got {num_labels!r}")
+    if pooling not in ("default", "mean"):
+        raise ModelLoadError(f"pooling={pooling!r} is not supported; valid: ['default', 'mean']")
+    if pooling == "mean" and task != "classification":
+        raise ModelLoadError(f"pooling='mean' applies to task='classification' only, not {task!r}")
     path = resolve_model_path(name)
     import transformers
     from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification,
@@ -174,4 +181,8 @@ def load_fm(name: str = "minilm", *, task: Task = "classification", num_labels: 
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if pooling == "mean":
+        from trustfl.models.pooling import use_mean_pooling
+
+        use_mean_pooling(model)
     return FoundationModel(model=model, tokenizer=tokenizer, name=name, path=path, task=task)
