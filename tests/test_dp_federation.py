@@ -80,3 +80,30 @@ def test_client_level_config_rules_name_the_field(tiny_bert_dir):
                 privacy={"client": {"noise_multiplier": 1.0, "clip_norm": 0}})
     with pytest.raises(ConfigError, match="privacy.sample"):
         _config(tiny_bert_dir, privacy={"sample": {"target_epsilon": 1.0, "noise_multiplier": 1.0}})
+
+
+def test_dp_run_stopped_then_resumed_equals_uninterrupted(tiny_bert_dir, tmp_path):
+    """Both DP levels survive a stop + resume: same adapters, same per-client and client-level ε
+    (the accountants are rebuilt from the run directory, not restarted from zero)."""
+    from trustfl.errors import StopFederation
+
+    privacy = {"sample": {"noise_multiplier": 1.0, "delta": 1e-5, "max_grad_norm": 0.5},
+               "client": {"noise_multiplier": 1.0, "clip_norm": 0.05, "delta": 1e-5}}
+    cfg = _config(tiny_bert_dir, federation={"rounds": 3, "clients_per_round": 2, "save_client_updates": False},
+                  server={"aggregator": "fedavg", "aggregator_options": {"weighted": False}}, privacy=privacy)
+    Federation(cfg, out_dir=tmp_path / "full", progress=False).run()
+
+    def stop_after_first(report):
+        if report.round == 1:
+            raise StopFederation("stopped for the test")
+
+    Federation(cfg, out_dir=tmp_path / "cut", callbacks=[stop_after_first], progress=False).run()
+    assert RunDir(tmp_path / "cut").completed_rounds == 1
+    Federation(cfg, out_dir=tmp_path / "cut", resume=True, progress=False).run()
+    full, cut = RunDir(tmp_path / "full"), RunDir(tmp_path / "cut")
+    cut.verify()
+    torch.testing.assert_close(cut.global_vector(3), full.global_vector(3), atol=1e-6, rtol=1e-5)
+    a, b = full.metrics()[-1], cut.metrics()[-1]
+    assert b["privacy_sample"]["epsilon_per_client"] == pytest.approx(a["privacy_sample"]["epsilon_per_client"])
+    assert b["privacy_client"]["epsilon"] == pytest.approx(a["privacy_client"]["epsilon"])
+    assert b["privacy_client"]["epsilon"] > cut.metrics()[0]["privacy_client"]["epsilon"]

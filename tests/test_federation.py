@@ -265,11 +265,13 @@ def test_stateful_aggregator_sees_real_client_ids(tiny_bert_dir, tmp_path):
     assert sorted(state[ids_key].tolist()) == sampled
 
 
-def test_sgd_client_step_equals_a_hand_computed_sgd_step(tiny_bert_dir, tmp_path):
-    """optimizer = 'sgd': one full-batch local step moves the adapter by exactly -lr * gradient."""
+@pytest.mark.parametrize("head_lr", [None, 4.0])
+def test_sgd_client_step_equals_a_hand_computed_sgd_step(tiny_bert_dir, tmp_path, head_lr):
+    """optimizer = 'sgd': one full-batch local step moves each parameter by exactly -lr * gradient,
+    with the head's own ``head_lr`` when set."""
     cfg = _config(tiny_bert_dir, client__optimizer="sgd", client__lr=0.5, client__max_steps=1,
-                  client__batch_size=10_000, client__max_grad_norm=None, lora__cache_prefix=False,
-                  federation__rounds=1)
+                  client__batch_size=10_000, client__max_grad_norm=None, client__head_lr=head_lr,
+                  lora__cache_prefix=False, federation__rounds=1)
     fed = Federation(cfg, out_dir=tmp_path / "sgd", progress=False)
     fed.setup()
     trainer, examples = fed.trainer, fed.engine.client_examples[0]
@@ -282,5 +284,8 @@ def test_sgd_client_step_equals_a_hand_computed_sgd_step(tiny_bert_dir, tmp_path
     batch = trainer.batcher(examples)
     params = [p for p in fed.model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(trainer.forward(batch).loss, params)
-    expected = -0.5 * torch.cat([g.reshape(-1) for g in grads])
+    names = [n for n, p in fed.model.named_parameters() if p.requires_grad]
+    lrs = [head_lr if head_lr is not None and "modules_to_save" in n else 0.5 for n in names]
+    expected = torch.cat([-lr * g.reshape(-1) for lr, g in zip(lrs, grads)])
+    assert head_lr is None or any("modules_to_save" in n for n in names)
     torch.testing.assert_close(result.delta, expected, atol=1e-6, rtol=1e-4)

@@ -70,6 +70,7 @@ class LocalTrainer:
         epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm: local optimisation
             (a fresh optimizer each round, as in FedAvg).
         optimizer, momentum: ``"adamw"`` or ``"sgd"`` (with heavy-ball ``momentum``).
+        head_lr: learning rate of the task head (PEFT ``modules_to_save`` parameters); None = ``lr``.
         prefix: a :class:`FrozenPrefix` to cache and replay the frozen bottom blocks, or None.
         prefix_store: a :class:`PrefixStore` to share the cached prefix through disk across runs.
         privacy: a :class:`ClientPrivacy` hook wrapping training (e.g. DP-SGD), or None.
@@ -78,7 +79,7 @@ class LocalTrainer:
     def __init__(self, model: nn.Module, layout: ParamLayout, batcher: Batcher, *, epochs: int = 1,
                  max_steps: int | None = None, batch_size: int = 16, lr: float = 5e-4,
                  weight_decay: float = 0.0, max_grad_norm: float | None = 1.0, optimizer: str = "adamw",
-                 momentum: float = 0.0, prefix: FrozenPrefix | None = None, privacy: ClientPrivacy | None = None,
+                 momentum: float = 0.0, head_lr: float | None = None, prefix: FrozenPrefix | None = None, privacy: ClientPrivacy | None = None,
                  prefix_batch_size: int = 64, prefix_store: PrefixStore | None = None) -> None:
         self.model = model
         self.layout = layout
@@ -89,12 +90,15 @@ class LocalTrainer:
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         if momentum and optimizer != "sgd":
             raise ValueError(f"momentum={momentum} only applies to optimizer='sgd', not {optimizer!r}")
-        self.optimizer, self.momentum = optimizer, momentum
+        self.optimizer, self.momentum, self.head_lr = optimizer, momentum, head_lr
         self.prefix = prefix
         self.privacy = privacy
         self.prefix_batch_size = prefix_batch_size
         self.prefix_store = prefix_store
         self._params = [p for p in model.parameters() if p.requires_grad]
+        self._head_params = [p for n, p in model.named_parameters() if p.requires_grad and "modules_to_save" in n]
+        if head_lr is not None and not self._head_params:
+            raise ValueError("head_lr is set but the model has no trainable head (PEFT modules_to_save) parameters")
 
     # ------------------------------------------------------------------ prefix cache
     def attach_prefix(self, examples: list[Example]) -> list[Example]:
@@ -142,9 +146,14 @@ class LocalTrainer:
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """A fresh local optimizer over the trainable parameters."""
+        groups: list[dict[str, Any]] = [{"params": self._params}]
+        if self.head_lr is not None:
+            head = {id(p) for p in self._head_params}
+            groups = [{"params": [p for p in self._params if id(p) not in head]},
+                      {"params": self._head_params, "lr": self.head_lr}]
         if self.optimizer == "sgd":
-            return torch.optim.SGD(self._params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        return torch.optim.AdamW(self._params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
 
     def train(self, client_id: int, examples: list[Example], global_vector: torch.Tensor, *, round: int,
               seed: int) -> ClientResult:
