@@ -20,7 +20,7 @@ from trustfl.errors import ConfigError
 from trustfl.models.lora import LoraSettings
 from trustfl.defenses.dp.settings import PrivacySettings
 
-__all__ = ["AttackSettings", "ClientSettings", "DataSettings", "FederationSettings", "ModelSettings", "PartitionSettings",
+__all__ = ["AttackSettings", "ClientSettings", "DataSettings", "DedupSettings", "FederationSettings", "ModelSettings", "PartitionSettings",
            "RunConfig", "ServerSettings", "from_dict", "load_config"]
 
 
@@ -100,7 +100,9 @@ class ClientSettings:
 
     ``optimizer``: ``adamw`` (default) or ``sgd`` (with ``momentum``). Under DP-SGD, SGD often
     beats Adam at small budgets: Adam divides each coordinate by its own noise-dominated second
-    moment, so pure-noise coordinates still move ~lr per step.
+    moment, so pure-noise coordinates still move ~lr per step. ``head_lr`` gives the task head
+    (PEFT's ``modules_to_save``, e.g. the classifier) its own learning rate; unset = ``lr``. A
+    fresh head wants far larger steps than the adapters, which under DP-SGD drift by lr x noise.
     """
 
     epochs: int = 1
@@ -111,6 +113,7 @@ class ClientSettings:
     max_grad_norm: float | None = 1.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.0
+    head_lr: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "client.epochs", f"must be >= 1, got {self.epochs}")
@@ -122,6 +125,8 @@ class ClientSettings:
         _check(self.max_grad_norm is None or self.max_grad_norm > 0, "client.max_grad_norm",
                f"must be > 0 or unset, got {self.max_grad_norm}")
         _check(0 <= self.momentum < 1, "client.momentum", f"must be in [0, 1), got {self.momentum}")
+        _check(self.head_lr is None or 0 < self.head_lr <= 10, "client.head_lr",
+               f"must be in (0, 10] or unset, got {self.head_lr}")
         _check(self.momentum == 0 or self.optimizer == "sgd", "client.momentum",
                f"only applies to optimizer = 'sgd', not {self.optimizer!r}; remove it")
 
@@ -216,6 +221,47 @@ class AttackSettings:
 
 
 @dataclass
+class DedupSettings:
+    """Near-duplicate removal over the clients' training records before training (docs/dedup.md).
+
+    Runs after the per-client holdout split and before data attacks; in every duplicate cluster
+    (within or across clients) one record is kept (smallest client id, then index) and the rest
+    dropped. ``methods``: ``exact`` (keyed HMAC), ``lexical`` (keyed MinHash over ``ngram``
+    character/word shingles), ``semantic`` (SimHash of MiniLM embeddings; loads the FM).
+    ``key_file``: the key shared by clients (created if missing); unset, the key is derived
+    from the run seed so a run is reproducible (a simulation: the seed is not secret).
+    """
+
+    enabled: bool = False
+    methods: list[str] = field(default_factory=lambda: ["exact", "lexical"])
+    jaccard_threshold: float = 0.7
+    semantic_threshold: float = 0.9
+    num_perm: int = 128
+    shingle: Literal["char", "word"] = "char"
+    ngram: int = 5
+    simhash_bits: int = 256
+    confirm: bool = True
+    confirm_margin: float = 0.1
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        valid = ["exact", "lexical", "semantic"]
+        bad = [m for m in self.methods if m not in valid]
+        _check(not bad and bool(self.methods), "dedup.methods",
+               f"must be a non-empty subset of {valid}, got {self.methods}")
+        _check(len(set(self.methods)) == len(self.methods), "dedup.methods", f"has repeated entries: {self.methods}")
+        _check(0 < self.jaccard_threshold <= 1, "dedup.jaccard_threshold",
+               f"must be in (0, 1], got {self.jaccard_threshold}")
+        _check(-1 < self.semantic_threshold <= 1, "dedup.semantic_threshold",
+               f"must be in (-1, 1], got {self.semantic_threshold}")
+        _check(self.num_perm >= 8, "dedup.num_perm", f"must be >= 8, got {self.num_perm}")
+        _check(self.ngram >= 1, "dedup.ngram", f"must be >= 1, got {self.ngram}")
+        _check(self.simhash_bits >= 8 and self.simhash_bits % 8 == 0, "dedup.simhash_bits",
+               f"must be a positive multiple of 8, got {self.simhash_bits}")
+        _check(0 <= self.confirm_margin < 1, "dedup.confirm_margin", f"must be in [0, 1), got {self.confirm_margin}")
+
+
+@dataclass
 class RunConfig:
     """A whole federated run. ``seed`` drives every random choice (same config + seed = same run)."""
 
@@ -230,6 +276,7 @@ class RunConfig:
     federation: FederationSettings = field(default_factory=FederationSettings)
     attack: AttackSettings = field(default_factory=AttackSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    dedup: DedupSettings = field(default_factory=DedupSettings)
 
     def __post_init__(self) -> None:
         fed, part = self.federation, self.partition

@@ -159,9 +159,16 @@ class Federation:
             raise ConfigError(f"partition: produced {len(parts)} clients, config says num_clients = "
                               f"{cfg.partition.num_clients}")
         self.client_train, self.client_holdout = {}, {}
-        for cid, part in enumerate(parts):
-            tr, ho = holdout_split(part, holdout_fraction=cfg.data.holdout_fraction,
-                                   seed=derive_seed(seed, "holdout", cid) % 2**32)
+        splits = {cid: holdout_split(part, holdout_fraction=cfg.data.holdout_fraction,
+                                     seed=derive_seed(seed, "holdout", cid) % 2**32) for cid, part in enumerate(parts)}
+        self.dedup_summary: dict[str, Any] | None = None
+        if cfg.dedup.enabled:  # near-duplicate removal over the clients' training records (docs/dedup.md)
+            from trustfl.defenses.dedup.wiring import deduplicate_clients
+
+            kept, self.dedup_summary = deduplicate_clients({cid: tr for cid, (tr, _) in splits.items()}, cfg,
+                                                           progress=self.progress)
+            splits = {cid: (kept[cid], ho) for cid, (_, ho) in splits.items()}
+        for cid, (tr, ho) in splits.items():
             if cid in self.data_attacks:
                 tr = self.data_attacks[cid](tr, client_id=cid, seed=derive_seed(seed, "data_attack", cid))
             self.client_train[cid], self.client_holdout[cid] = tr, ho
@@ -186,6 +193,7 @@ class Federation:
         self.trainer = LocalTrainer(self.model, self.layout, batcher, epochs=c.epochs, max_steps=c.max_steps,
                                     batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
                                     max_grad_norm=c.max_grad_norm, optimizer=c.optimizer, momentum=c.momentum,
+                                    head_lr=c.head_lr,
                                     prefix=prefix, privacy=self.privacy,
                                     prefix_store=store)
 
@@ -255,6 +263,7 @@ class Federation:
                                    "holdout_rows": list(map(int, self.client_holdout[cid]["row_id"]))}
                         for cid in self.client_train},
             "test_rows": list(map(int, self.test["row_id"])),
+            "dedup": self.dedup_summary,
         }
         self.writer = RunWriter.create(self.out_dir, config=cfg.to_dict(), layout=self.layout.to_dict(),
                                        seeds={"seed": cfg.seed}, fingerprints=self.fingerprints, extra=extra,
