@@ -16,17 +16,31 @@ from trustfl.data.partition import (
     partition_dataset,
     train_test_split_dataset,
 )
+from trustfl.data.planted import (
+    DUP_TYPES,
+    EditRates,
+    PlantedCorpus,
+    adjudicate_pairs,
+    benchmark_corpus,
+    plant_duplicates,
+    score_dedup,
+)
 from trustfl.data.records import label_names, make_dataset
 from trustfl.data.sources import SOURCES, load_dataset_source, register_source
 
 __all__ = [
+    "DUP_TYPES",
     "DataSourceError",
     "DynamicPaddingCollator",
+    "EditRates",
     "IGNORE_INDEX",
     "PartitionError",
+    "PlantedCorpus",
     "SMS_LABELS",
     "SOURCES",
     "TREC_LABELS",
+    "adjudicate_pairs",
+    "benchmark_corpus",
     "dirichlet_partition",
     "fingerprint_dataset",
     "fingerprint_records",
@@ -40,7 +54,9 @@ __all__ = [
     "normalize_text",
     "package_file",
     "partition_dataset",
+    "plant_duplicates",
     "register_source",
+    "score_dedup",
     "sms_spam",
     "tokenize_dataset",
     "train_test_split_dataset",

@@ -1,0 +1,47 @@
+"""Exact-duplicate codes: keyed HMAC-SHA256 of the normalised text, truncated to 128 bits.
+
+Two records get the same code iff their normalised texts are equal (up to a 2^-64
+birthday bound over 2^32 records). The HMAC key makes the code useless to anyone without
+the key: the server cannot hash a guessed text to see whether a client holds it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+import numpy as np
+
+from trustfl.defenses.dedup.keys import DedupKey
+from trustfl.defenses.dedup.normalize import normalize_text
+
+__all__ = ["EXACT_BYTES", "exact_codes"]
+
+EXACT_BYTES = 16
+
+
+def exact_codes(texts: Sequence[str], key: DedupKey, *, normalized: bool = False) -> np.ndarray:
+    """HMAC-SHA256(key.derive("exact"), normalize_text(t)) truncated to 16 bytes, per text.
+
+    Args:
+        texts: raw texts (``normalized=True`` if :func:`normalize_text` was already applied).
+        key: the shared :class:`DedupKey`.
+
+    Returns:
+        ``[n, 16]`` uint8 array.
+
+    Example:
+        >>> k = DedupKey(b"0" * 32)
+        >>> c = exact_codes(["Hi there!", "hi   THERE", "bye"], k)
+        >>> bool((c[0] == c[1]).all()), bool((c[0] == c[2]).all())
+        (True, False)
+    """
+    sub = key.derive("exact")
+    out = np.empty((len(texts), EXACT_BYTES), dtype=np.uint8)
+    buf = bytearray()
+    for t in texts:
+        s = t if normalized else normalize_text(t)
+        buf += hmac.digest(sub, s.encode("utf-8"), "sha256")[:EXACT_BYTES]
+    if texts:
+        out[:] = np.frombuffer(bytes(buf), dtype=np.uint8).reshape(len(texts), EXACT_BYTES)
+    return out

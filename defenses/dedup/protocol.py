@@ -1,0 +1,185 @@
+"""``deduplicate``: run the whole protocol (clients encode, server searches, clients confirm).
+
+Roles in one process, with the same boundaries a deployment has:
+
+1. every :class:`~trustfl.defenses.dedup.client.DedupClient` computes its codes with the shared key;
+2. the :class:`~trustfl.defenses.dedup.server.DedupServer` gets only the
+   :class:`~trustfl.defenses.dedup.server.ServerView` (codes + thresholds) and returns candidates;
+3. each client confirms the within-client candidates on its own texts/embeddings (true
+   Jaccard / cosine); cross-client candidates are decided on the server's estimate;
+4. accepted pairs -> connected components -> keep one record per cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from trustfl.defenses.dedup.client import METHODS, DedupClient
+from trustfl.defenses.dedup.clusters import cluster_members, component_labels, keep_mask
+from trustfl.defenses.dedup.errors import DedupError
+from trustfl.defenses.dedup.keys import DedupKey
+from trustfl.defenses.dedup.minhash import KeyedMinHash
+from trustfl.defenses.dedup.result import DedupResult, PairTable
+from trustfl.defenses.dedup.server import DedupServer, ServerView, check_threshold
+from trustfl.defenses.dedup.simhash import SimHasher
+
+__all__ = ["deduplicate", "validate_methods"]
+
+
+def validate_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
+    """Check and order ``methods`` (a subset of exact/lexical/semantic, at least one)."""
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise DedupError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}")
+    return tuple(m for m in METHODS if m in methods)
+
+
+def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: DedupKey, *,
+                methods: Sequence[str] = METHODS, jaccard_threshold: float = 0.7, semantic_threshold: float = 0.9,
+                confirm: bool = True, confirm_margin: float = 0.1, num_perm: int = 128, shingle: str = "char",
+                ngram: int = 5, simhash_bits: int = 256, embed_model: str = "minilm",
+                embeddings: Mapping[int, np.ndarray] | np.ndarray | None = None, embed_batch_size: int = 64,
+                max_length: int = 64, bands: int | None = None, rows: int | None = None, index: str = "auto",
+                shard_size: int | None = None, nprobe: int = 16, keep_server_view: bool = True,
+                progress: bool = False) -> DedupResult:
+    """Find exact, lexical and semantic duplicates within and across clients without moving text.
+
+    Args:
+        client_texts: ``{client_id: texts}``, or one sequence of texts (a single client ``0``).
+        key: the key shared by the clients (never given to the server).
+        methods: any of ``"exact"`` (HMAC of the normalised text), ``"lexical"`` (keyed MinHash,
+            Broder 1997) and ``"semantic"`` (SimHash of MiniLM embeddings, Charikar 2002).
+        jaccard_threshold: lexical pairs need (estimated, or for within-client pairs confirmed)
+            Jaccard >= this, over ``ngram`` character (or word) shingles.
+        semantic_threshold: semantic pairs need cosine >= this (estimated as ``cos(pi h / bits)``).
+        confirm: clients confirm within-client candidates with the true score (else the estimate decides).
+        confirm_margin: within-client candidates are searched down to ``threshold - margin``.
+        embeddings: precomputed L2-normalised embeddings per client (skips the FM).
+        bands, rows: lexical LSH banding (default: from the threshold).
+        index: semantic FAISS index (``auto``/``flat``/``ivf``); ``shard_size``: records per index shard.
+        keep_server_view: keep the :class:`ServerView` on the result (for audits and tests).
+
+    Returns:
+        :class:`DedupResult`.
+
+    Raises:
+        DedupError: bad methods or thresholds, empty input, non-string records, clients with
+            mismatched embeddings.
+
+    Example:
+        >>> key = DedupKey.from_passphrase("demo passphrase")
+        >>> r = deduplicate({0: ["Free entry now!", "hi mum"], 1: ["free entry NOW"]}, key, methods=["exact"])
+        >>> r.keep[1].tolist(), len(r.clusters)
+        ([False], 1)
+    """
+    t_start = time.perf_counter()
+    methods = validate_methods(methods)
+    if not isinstance(key, DedupKey):
+        raise DedupError(f"key must be a DedupKey, got {type(key).__name__}")
+    check_threshold("jaccard_threshold", jaccard_threshold, 0.0, 1.0)
+    check_threshold("semantic_threshold", semantic_threshold, -1.0, 1.0)
+    if isinstance(client_texts, str):
+        raise DedupError("client_texts must be {client_id: texts} or a sequence of texts, got a single str")
+    clients_in = dict(client_texts) if isinstance(client_texts, Mapping) else {0: client_texts}
+    bad_ids = [c for c in clients_in if isinstance(c, bool) or not isinstance(c, (int, np.integer))]
+    if bad_ids:
+        raise DedupError(f"client ids must be ints, got {bad_ids[:5]}")
+    if not clients_in:
+        raise DedupError("client_texts is empty: pass at least one client")
+    emb_in: dict[int, np.ndarray] = {}
+    if embeddings is not None:
+        emb_in = dict(embeddings) if isinstance(embeddings, Mapping) else {next(iter(clients_in)): embeddings}
+    minhash = KeyedMinHash(key, num_perm=num_perm, shingle=shingle, ngram=ngram)  # type: ignore[arg-type]
+    simhasher = None
+    if "semantic" in methods:
+        if emb_in:
+            dims = {np.asarray(e).shape[-1] for e in emb_in.values()}
+            if len(dims) != 1:
+                raise DedupError(f"embeddings of different dimensions across clients: {sorted(dims)}")
+            dim = dims.pop()
+        else:
+            from trustfl.defenses.dedup.embed import load_embedder
+
+            dim = int(load_embedder(embed_model).model.config.hidden_size)
+        simhasher = SimHasher(key, dim=int(dim), bits=simhash_bits)
+    ids = sorted(int(c) for c in clients_in)
+    clients = {c: DedupClient(c, clients_in[c], key, methods=methods, minhash=minhash, simhasher=simhasher,
+                              embeddings=emb_in.get(c), embed_model=embed_model, embed_batch_size=embed_batch_size,
+                              max_length=max_length, progress=progress) for c in ids}
+    # 1. clients encode
+    t0 = time.perf_counter()
+    codes = tuple(clients[c].encode() for c in tqdm(ids, desc="client codes", unit="client",
+                                                    disable=not progress or len(ids) < 2, leave=False))
+    thresholds = {"exact": 1.0, "jaccard": float(jaccard_threshold), "semantic": float(semantic_threshold)}
+    thresholds = {k: v for k, v in thresholds.items()
+                  if {"exact": "exact", "jaccard": "lexical", "semantic": "semantic"}[k] in methods}
+    view = ServerView(codes=codes, thresholds=thresholds)
+    t1 = time.perf_counter()
+    # 2. server searches
+    server = DedupServer(jaccard_threshold=jaccard_threshold, semantic_threshold=semantic_threshold,
+                         confirm_margin=confirm_margin if confirm else 0.0, bands=bands, rows=rows, index=index,
+                         shard_size=shard_size, nprobe=nprobe, progress=progress)
+    found = server.find(view, methods)
+    t2 = time.perf_counter()
+    # 3. clients confirm within-client candidates
+    sizes = {c: len(clients[c].texts) for c in ids}
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum([sizes[c] for c in ids], out=offsets[1:])
+    owner = np.repeat(np.array(ids, dtype=np.int64), [sizes[c] for c in ids])
+    local = np.concatenate([np.arange(sizes[c], dtype=np.int64) for c in ids]) if offsets[-1] else np.zeros(0, np.int64)
+    final = {"exact": 1.0, "lexical": float(jaccard_threshold), "semantic": float(semantic_threshold)}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("a", "b", "method", "score", "local")}
+    cand_stats: dict[str, dict[str, int]] = {}
+    for method, cand in found.items():
+        accepted = np.ones(len(cand), dtype=bool)
+        local_score = np.full(len(cand), np.nan)
+        within = np.flatnonzero(cand.needs_confirmation)
+        if confirm and within.size:
+            wc = owner[cand.a[within]]
+            for c in np.unique(wc):
+                sel = within[wc == c]
+                ok, sc = clients[int(c)].confirm(method, local[cand.a[sel]], local[cand.b[sel]], final[method])
+                accepted[sel], local_score[sel] = ok, sc
+        elif within.size:  # no confirmation: the estimate decides
+            accepted[within] = cand.score[within] >= final[method] - 1e-12
+        cand_stats[method] = {"candidates": int(len(cand)), "within_client": int(within.size),
+                              "accepted": int(accepted.sum()), "rejected_by_client": int((~accepted).sum())}
+        parts["a"].append(cand.a[accepted])
+        parts["b"].append(cand.b[accepted])
+        parts["method"].append(np.full(int(accepted.sum()), method, dtype=object))
+        parts["score"].append(cand.score[accepted])
+        parts["local"].append(local_score[accepted])
+    t3 = time.perf_counter()
+    # 4. clusters and keep/drop
+    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
+    a, b = cat["a"].astype(np.int64), cat["b"].astype(np.int64)
+    n = int(offsets[-1])
+    labels = component_labels(n, a, b)
+    keep_all = keep_mask(labels)
+    clusters = [[(int(owner[g]), int(local[g])) for g in members] for members in cluster_members(labels)]
+    keep = {c: keep_all[offsets[k]:offsets[k + 1]].copy() for k, c in enumerate(ids)}
+    order = np.lexsort((b, a))
+    pairs = PairTable(client_a=owner[a][order], index_a=local[a][order], client_b=owner[b][order],
+                      index_b=local[b][order], method=cat["method"][order].astype(str),
+                      score=cat["score"][order].astype(np.float64), local_score=cat["local"][order].astype(np.float64))
+    params: dict[str, Any] = {"methods": list(methods), "key_id": key.key_id, "normalization": "nfkc-casefold-"
+                              "edgepunct-space/1", "confirm": confirm, "confirm_margin": confirm_margin,
+                              "shard_size": shard_size}
+    if "lexical" in methods:
+        params["lexical"] = {"num_perm": num_perm, "shingle": shingle, "ngram": ngram, **found["lexical"].info}
+    if "semantic" in methods:
+        params["semantic"] = {"bits": simhash_bits, "model": embed_model, "max_length": max_length,
+                              **found["semantic"].info}
+    t4 = time.perf_counter()
+    timings = {"encode_s": t1 - t0, "search_s": t2 - t1, "confirm_s": t3 - t2, "cluster_s": t4 - t3,
+               **server.timings, "total_s": t4 - t_start}
+    return DedupResult(client_ids=ids, sizes=sizes, pairs=pairs, clusters=clusters, keep=keep, thresholds=thresholds,
+                       params=params, candidates=cand_stats, timings=timings,
+                       server_view=view if keep_server_view else None)

@@ -1,0 +1,66 @@
+"""Dedup as a step of the federated loop (``[dedup] enabled = true`` in a run config)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trustfl.defenses.dedup.keys import DedupKey
+from trustfl.defenses.dedup.protocol import deduplicate
+
+__all__ = ["deduplicate_clients", "key_for_run"]
+log = logging.getLogger(__name__)
+
+
+def key_for_run(settings: Any, seed: int) -> DedupKey:
+    """The clients' key: ``settings.key_file`` (created with a random key if missing), else one
+    derived from the run seed (reproducible runs; the seed is no secret, so this is for simulation)."""
+    if settings.key_file:
+        path = Path(settings.key_file)
+        if path.exists():
+            return DedupKey.load(path)
+        key = DedupKey.generate()
+        key.save(path)
+        log.info("dedup: generated a new key in %s (mode 0600); give it to every client", path)
+        return key
+    return DedupKey(hashlib.sha256(f"trustfl-dedup-run-seed/{int(seed)}".encode()).digest())
+
+
+def deduplicate_clients(train: dict[int, Any], config: Any, *, progress: bool = False
+                        ) -> tuple[dict[int, Any], dict[str, Any]]:
+    """Deduplicate the clients' training datasets (``datasets.Dataset`` with a ``text`` column).
+
+    Returns:
+        ``({client_id: kept dataset}, summary)`` where the summary (for the run manifest) holds the
+        counts, thresholds, key id and the dropped ``row_id`` values per client.
+    """
+    s = config.dedup
+    key = key_for_run(s, config.seed)
+    texts = {cid: list(ds["text"][:]) for cid, ds in train.items()}
+    result = deduplicate(texts, key, methods=s.methods, jaccard_threshold=s.jaccard_threshold,
+                         semantic_threshold=s.semantic_threshold, confirm=s.confirm, confirm_margin=s.confirm_margin,
+                         num_perm=s.num_perm, shingle=s.shingle, ngram=s.ngram, simhash_bits=s.simhash_bits,
+                         embed_model=config.model.name if config.model.name == "minilm" else "minilm",
+                         max_length=config.model.max_length, keep_server_view=False, progress=progress)
+    kept, dropped_rows = {}, {}
+    for cid, ds in train.items():
+        mask = result.keep[cid]
+        kept[cid] = ds if mask.all() else ds.select(np.flatnonzero(mask).tolist())
+        if "row_id" in ds.column_names:
+            rows = ds["row_id"][:]
+            dropped_rows[str(cid)] = [int(rows[i]) for i in np.flatnonzero(~mask)]
+    counts = result.counts()
+    summary = {"methods": list(s.methods), "thresholds": result.thresholds, "key_id": key.key_id,
+               "records_before": result.num_records, "records_after": result.num_records - result.num_dropped,
+               **{k: counts[k] for k in ("pairs", "clusters", "cross_client_clusters", "dropped",
+                                         "dropped_per_client")},
+               "pair_counts": result.pair_counts(), "candidates": result.candidates, "dropped_rows": dropped_rows,
+               "seconds": round(result.timings.get("total_s", 0.0), 3)}
+    log.info("dedup: %d of %d training records dropped (%d clusters, %d across clients; pairs %s)",
+             result.num_dropped, result.num_records, counts["clusters"], counts["cross_client_clusters"],
+             counts["pairs"])
+    return kept, summary
