@@ -343,6 +343,20 @@ def test_loop_switch_drops_duplicates_and_records_counts(tiny_bert_dir, tmp_path
     assert sum(len(v) for v in info["dropped_rows"].values()) == info["dropped"]
 
 
+def test_loop_switch_refuses_a_client_left_without_records():
+    from datasets import Dataset
+
+    from trustfl.config import RunConfig
+    from trustfl.defenses.dedup import DedupError
+    from trustfl.defenses.dedup.wiring import deduplicate_clients
+
+    cfg = RunConfig.from_dict({"name": "dd", "seed": 0, "dedup": {"enabled": True, "methods": ["exact"]}})
+    a = Dataset.from_dict({"text": ["free prize now", "see you at noon"], "row_id": [0, 1]})
+    b = Dataset.from_dict({"text": ["Free prize now!", "see you at noon"], "row_id": [2, 3]})
+    with pytest.raises(DedupError, match="client 1's 2 training records"):
+        deduplicate_clients({0: a, 1: b}, cfg)
+
+
 def test_dedup_settings_validation():
     from trustfl.config import RunConfig
     from trustfl.errors import ConfigError

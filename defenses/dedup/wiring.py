@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from trustfl.defenses.dedup.errors import DedupError
 from trustfl.defenses.dedup.keys import DedupKey
 from trustfl.defenses.dedup.protocol import deduplicate
 
@@ -44,11 +45,15 @@ def deduplicate_clients(train: dict[int, Any], config: Any, *, progress: bool = 
     result = deduplicate(texts, key, methods=s.methods, jaccard_threshold=s.jaccard_threshold,
                          semantic_threshold=s.semantic_threshold, confirm=s.confirm, confirm_margin=s.confirm_margin,
                          num_perm=s.num_perm, shingle=s.shingle, ngram=s.ngram, simhash_bits=s.simhash_bits,
-                         embed_model=config.model.name if config.model.name == "minilm" else "minilm",
+                         embed_model="minilm",
                          max_length=config.model.max_length, keep_server_view=False, progress=progress)
     kept, dropped_rows = {}, {}
     for cid, ds in train.items():
         mask = result.keep[cid]
+        if len(mask) and not mask.any():
+            raise DedupError(f"dedup: every one of client {cid}'s {len(mask)} training records duplicates a record of "
+                             "a client with a smaller id, so it would train on nothing; raise the thresholds, drop "
+                             "that client from the partition, or disable [dedup]")
         kept[cid] = ds if mask.all() else ds.select(np.flatnonzero(mask).tolist())
         if "row_id" in ds.column_names:
             rows = ds["row_id"][:]
