@@ -7,25 +7,15 @@ sub-commands of the same parser.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from trustfl.config import parse_override
+
 __all__ = ["main"]
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE (e.g. federation.rounds=2), got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -131,6 +121,12 @@ def _add_dedup_parser(sub: Any) -> None:
     dd.set_defaults(func=_cmd_dedup)
 
 
+def _cmd_origin(args: argparse.Namespace) -> int:
+    from trustfl.audits.origin.command import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trustfl",
@@ -144,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<config name>)")
     run.add_argument("--resume", action="store_true", help="continue a killed run from its last complete round")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    run.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
+    run.add_argument("--set", action="append", type=parse_override, metavar="KEY=VALUE",
                      help="override a config value, e.g. --set federation.rounds=2 (repeatable)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_cmd_run)
@@ -166,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("run_dir", type=Path)
     verify.set_defaults(func=_cmd_verify)
     _add_dedup_parser(sub)
+    from trustfl.audits.origin.command import add_parser as _add_origin_parser
+
+    _add_origin_parser(sub, _cmd_origin)
     return parser
 
 

@@ -21,7 +21,8 @@ from trustfl.models.lora import LoraSettings
 from trustfl.defenses.dp.settings import PrivacySettings
 
 __all__ = ["AttackSettings", "ClientSettings", "DataSettings", "DedupSettings", "FederationSettings", "ModelSettings", "PartitionSettings",
-           "RunConfig", "ServerSettings", "from_dict", "load_config"]
+           "RunConfig", "ServerSettings", "from_dict", "load_config", "parse_override",
+           "read_config_file"]
 
 
 def _check(cond: bool, path: str, msg: str) -> None:
@@ -387,10 +388,26 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
         raise ConfigError(f"{path or cls.__name__}: {exc}") from exc
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load a :class:`RunConfig` from a ``.toml`` or ``.yaml``/``.yml`` file.
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` (a ``--set`` argument) -> ``(key, value)``; the value is parsed as JSON when it can be."""
+    import argparse
+    import json
 
-    ``overrides`` maps dotted keys (``"federation.rounds"``) to values applied before validation.
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE (e.g. federation.rounds=2), got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def read_config_file(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The raw tables of a ``.toml`` or ``.yaml``/``.yml`` config file, with dotted-key ``overrides`` applied.
+
+    Raises:
+        ConfigError: missing or unparsable file, wrong suffix, top level not a table.
     """
     p = Path(path)
     if not p.is_file():
@@ -417,4 +434,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return RunConfig.from_dict(data)
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load a :class:`RunConfig` from a ``.toml`` or ``.yaml``/``.yml`` file.
+
+    ``overrides`` maps dotted keys (``"federation.rounds"``) to values applied before validation.
+    """
+    return RunConfig.from_dict(read_config_file(path, overrides))

@@ -17,18 +17,18 @@ __all__ = ["deduplicate_clients", "key_for_run"]
 log = logging.getLogger(__name__)
 
 
-def key_for_run(settings: Any, seed: int) -> DedupKey:
-    """The clients' key: ``settings.key_file`` (created with a random key if missing), else one
-    derived from the run seed (reproducible runs; the seed is no secret, so this is for simulation)."""
-    if settings.key_file:
-        path = Path(settings.key_file)
+def key_for_run(key_file: str | Path | None, seed: int, *, purpose: str = "dedup") -> DedupKey:
+    """The clients' key: ``key_file`` (created with a random key if missing), else one derived from
+    the run seed and ``purpose`` (reproducible runs; the seed is no secret, so this is for simulation)."""
+    if key_file:
+        path = Path(key_file)
         if path.exists():
             return DedupKey.load(path)
         key = DedupKey.generate()
         key.save(path)
-        log.info("dedup: generated a new key in %s (mode 0600); give it to every client", path)
+        log.info("%s: generated a new key in %s (mode 0600); give it to every client", purpose, path)
         return key
-    return DedupKey(hashlib.sha256(f"trustfl-dedup-run-seed/{int(seed)}".encode()).digest())
+    return DedupKey(hashlib.sha256(f"trustfl-{purpose}-run-seed/{int(seed)}".encode()).digest())
 
 
 def deduplicate_clients(train: dict[int, Any], config: Any, *, progress: bool = False
@@ -40,7 +40,7 @@ def deduplicate_clients(train: dict[int, Any], config: Any, *, progress: bool = 
         counts, thresholds, key id and the dropped ``row_id`` values per client.
     """
     s = config.dedup
-    key = key_for_run(s, config.seed)
+    key = key_for_run(s.key_file, config.seed)
     texts = {cid: list(ds["text"][:]) for cid, ds in train.items()}
     result = deduplicate(texts, key, methods=s.methods, jaccard_threshold=s.jaccard_threshold,
                          semantic_threshold=s.semantic_threshold, confirm=s.confirm, confirm_margin=s.confirm_margin,

@@ -1,0 +1,152 @@
+"""The origin report: one dataclass, written as JSON plus a short Markdown summary.
+
+Files are written atomically (:func:`trustfl.rundir.atomic_write_bytes`: temp file, fsync,
+rename). The content is serialised in memory *before* any file is touched, so an error
+while building a report leaves every file already in the output folder as it was, and a
+crash mid-write leaves at most a ``.tmp-*`` file, never a truncated report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trustfl.audits.origin.attribution import AttributionResult
+from trustfl.audits.origin.copies import CopyResult
+from trustfl.audits.origin.dcr import DcrResult
+from trustfl.audits.origin.errors import OriginError
+
+__all__ = ["OriginReport", "write_json_atomic", "write_text_atomic"]
+
+FORMAT = "trustfl-origin-report/1"
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/Inf become None (strict JSON), tuples become lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``; the parent folder is created if missing."""
+    from trustfl.rundir import atomic_write_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Serialise ``obj`` (strict JSON, NaN -> null) in memory, then write it atomically."""
+    data = json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    return write_text_atomic(path, data)
+
+
+@dataclass
+class OriginReport:
+    """Everything the origin checks found, plus what they ran on.
+
+    Attributes:
+        inputs: names and sizes of the corpora (and files), no texts.
+        settings: thresholds and options used.
+        copies: copy detection (:class:`CopyResult`) or ``None`` if not run.
+        dcr: DCR tests, one per distance space.
+        attribution: model attribution, or ``None``.
+        run: for an end-to-end run, the run directory, training and sampling summaries.
+        seconds: wall time per stage.
+        status: ``"complete"`` or ``"partial: <stage>"`` while stages are still running.
+    """
+
+    inputs: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    copies: CopyResult | None = None
+    dcr: list[DcrResult] = field(default_factory=list)
+    attribution: AttributionResult | None = None
+    run: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    status: str = "complete"
+
+    def to_dict(self, *, per_record: bool = True) -> dict[str, Any]:
+        """JSON-ready dict; ``per_record`` keeps per-record distances/scores and all copy findings."""
+        return _clean({
+            "format": FORMAT, "status": self.status, "inputs": self.inputs, "settings": self.settings,
+            "copies": self.copies.to_dict(all_records=per_record) if self.copies else None,
+            "dcr": [d.to_dict(per_record=per_record) for d in self.dcr],
+            "attribution": self.attribution.to_dict(per_record=per_record) if self.attribution else None,
+            "run": self.run, "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        })
+
+    def headline(self) -> dict[str, Any]:
+        """The few numbers a reader wants first (copies, DCR fraction and p-values, AUC)."""
+        out: dict[str, Any] = {}
+        if self.copies:
+            out["copies_flagged"] = self.copies.counts()["flagged"]
+            out["copies_by_method"] = self.copies.counts()["by_method"]
+        for d in self.dcr:
+            out[f"dcr_{d.space}"] = {"fraction_closer_to_train": d.fraction_closer_to_train,
+                                     "expected": d.expected_fraction, "binomial_p": d.binomial_p,
+                                     "mannwhitney_p": d.mannwhitney_p}
+        if self.attribution:
+            out["attribution_auc"] = self.attribution.auc
+            out["attribution_auc_all"] = self.attribution.auc_all
+        return _clean(out)
+
+    def markdown(self) -> str:
+        """A short human summary (no record texts)."""
+        lines = ["# Synthetic-data origin report", "", f"Status: {self.status}", ""]
+        if self.inputs:
+            lines += ["## Inputs", ""] + [f"- {k}: {v}" for k, v in self.inputs.items()] + [""]
+        if self.copies:
+            c, t = self.copies.counts(), self.copies.thresholds
+            lines += ["## Copy detection", "",
+                      f"{c['flagged']} of {self.copies.n_synthetic} synthetic records flagged "
+                      f"({100 * c['fraction_flagged']:.1f}%) against {self.copies.n_reference} references.", "",
+                      "| method | threshold | flagged |", "|---|---|---|"]
+            thr = {"exact": "equal keyed code", "lcs": f"LCS >= {t.lcs_chars} chars",
+                   "minhash": f"Jaccard >= {t.jaccard}", "embedding": f"cosine >= {t.cosine}"}
+            lines += [f"| {m} | {thr[m]} | {n} |" for m, n in c["by_method"].items()] + [""]
+        if self.dcr:
+            lines += ["## Distance to closest record", "",
+                      "| space | closer to train | expected | binomial p | Mann-Whitney p | median DCR syn / holdout |",
+                      "|---|---|---|---|---|---|"]
+            for d in self.dcr:
+                lines.append(f"| {d.space} | {d.fraction_closer_to_train:.3f} ({d.closer_to_train}/"
+                             f"{d.closer_to_train + d.closer_to_holdout}, {d.ties} ties) | {d.expected_fraction:.3f} "
+                             f"| {d.binomial_p:.3g} | {d.mannwhitney_p:.3g} | {d.median_dcr_synthetic:.4f} / "
+                             f"{d.median_dcr_holdout:.4f} |")
+            lines.append("")
+        if self.attribution:
+            a = self.attribution
+            lines += ["## Model attribution", "",
+                      f"Likelihood-ratio score (G minus reference, nats/token): generated mean "
+                      f"{a.mean_score_generated:.3f}, human mean {a.mean_score_human:.3f}.", "",
+                      f"ROC AUC {a.auc:.3f} on the evaluation split ({a.n_evaluation} texts; {a.auc_all:.3f} on all); "
+                      f"threshold {a.threshold:.3f} (calibrated on {a.n_calibration}) gives TPR {a.tpr:.3f}, "
+                      f"FPR {a.fpr:.3f}.", ""]
+        if self.seconds:
+            lines += ["## Wall time", ""] + [f"- {k}: {v:.1f} s" for k, v in self.seconds.items()] + [""]
+        return "\n".join(lines)
+
+    def write(self, out_dir: str | Path, *, per_record: bool = True) -> dict[str, Path]:
+        """Write ``report.json`` and ``report.md`` into ``out_dir`` (created if missing), each atomically.
+
+        Raises:
+            OriginError: ``out_dir`` exists and is not a folder.
+        """
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise OriginError(f"--out {str(out)!r} exists and is not a folder")
+        data = self.to_dict(per_record=per_record)  # build both contents before touching any file
+        text = self.markdown()
+        paths = {"json": write_json_atomic(out / "report.json", data)}
+        paths["md"] = write_text_atomic(out / "report.md", text)
+        return paths
