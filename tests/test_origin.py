@@ -262,17 +262,22 @@ def _train_lm(model: torch.nn.Module, tokenizer, texts: list[str], steps: int, s
     model.eval()
 
 
+def _weather_and_sports(rng: np.random.Generator, n_weather: int, n_sports: int) -> tuple[list[str], list[str]]:
+    """Two small templated corpora: G is trained on the first, the second is "human text" of another kind."""
+    weather = [f"the weather today is {rng.choice(['sunny', 'cloudy', 'rainy', 'windy'])} and "
+               f"{rng.choice(['warm', 'cold', 'mild'])} in the {rng.choice(['north', 'south', 'east'])}"
+               for _ in range(n_weather)]
+    sports = [f"the {rng.choice(['home', 'away'])} team scored {rng.integers(1, 5)} goals against "
+              f"{rng.choice(['city', 'united', 'rovers'])} last {rng.choice(['night', 'week'])}" for _ in range(n_sports)]
+    return weather, sports
+
+
 def test_attribution_separates_samples_of_g_from_other_text(tiny_llama_dir):
     """G is trained on weather sentences; its samples score higher under log p_G - log p_ref than
     human text of another distribution (sports), so the AUC is clearly above 0.5."""
     from trustfl.models import load_fm
 
-    rng = np.random.default_rng(6)
-    weather = [f"the weather today is {rng.choice(['sunny', 'cloudy', 'rainy', 'windy'])} and "
-               f"{rng.choice(['warm', 'cold', 'mild'])} in the {rng.choice(['north', 'south', 'east'])}"
-               for _ in range(32)]
-    sports = [f"the {rng.choice(['home', 'away'])} team scored {rng.integers(1, 5)} goals against "
-              f"{rng.choice(['city', 'united', 'rovers'])} last {rng.choice(['night', 'week'])}" for _ in range(24)]
+    weather, sports = _weather_and_sports(np.random.default_rng(6), 32, 24)
     g = load_fm(tiny_llama_dir, task="causal_lm")
     ref = load_fm(tiny_llama_dir, task="causal_lm")
     _train_lm(g.model, g.tokenizer, weather, steps=40, seed=0)
@@ -287,6 +292,56 @@ def test_attribution_separates_samples_of_g_from_other_text(tiny_llama_dir):
     # the score is a difference of mean log-likelihoods: ref vs itself gives exactly 0
     same = likelihood_ratio_scores(ref.model, ref.tokenizer, sports[:4], reference_model=ref.model)
     assert np.allclose(same, 0.0)
+
+
+def test_token_statistics_equal_a_per_token_reference(tiny_llama_dir):
+    """Batched, padded TokenStats equal a one-text-at-a-time numpy computation from the logits."""
+    from trustfl.audits.origin import start_token_id, token_statistics
+    from trustfl.models import load_fm
+
+    fm = load_fm(tiny_llama_dir, task="causal_lm")
+    fm.model.eval()
+    texts = ["the weather today is sunny", "two goals", "the away team scored three goals against city last night"]
+    for skip in (0, 1):
+        got = token_statistics(fm.model, fm.tokenizer, texts, skip_first=skip, batch_size=2)
+        for k, t in enumerate(texts):
+            ids = [start_token_id(fm.tokenizer)] + fm.tokenizer(t, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                z = fm.model(input_ids=torch.tensor([ids])).logits[0, :-1].double().numpy()
+            logp = z - z.max(1, keepdims=True)
+            logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+            p = np.exp(logp)
+            rows = range(skip, len(ids) - 1)
+            ll = sum(logp[r, ids[r + 1]] for r in rows)
+            mu = [(p[r] * logp[r]).sum() for r in rows]
+            var = sum((p[r] * logp[r] ** 2).sum() - m ** 2 for r, m in zip(rows, mu))
+            assert got.tokens[k] == len(ids) - 1 - skip
+            assert got.loglik[k] == pytest.approx(ll, rel=1e-4, abs=1e-4)
+            assert got.curvature[k] == pytest.approx((ll - sum(mu)) / np.sqrt(var), rel=1e-3, abs=1e-3)
+    with pytest.raises(OriginError, match="nothing to"):
+        token_statistics(fm.model, fm.tokenizer, ["goals"], skip_first=1)
+
+
+def test_curvature_is_standardised_on_the_models_own_samples(tiny_llama_dir):
+    """Fast-DetectGPT's analytic curvature has mean ~0, sd ~1 on texts G sampled itself (temperature 1,
+    no truncation) and is far lower on human text of another distribution: AUC > 0.9 with G alone."""
+    from trustfl.audits.origin import attribution_scores
+    from trustfl.models import load_fm
+
+    weather, sports = _weather_and_sports(np.random.default_rng(7), 32, 32)
+    g = load_fm(tiny_llama_dir, task="causal_lm")
+    _train_lm(g.model, g.tokenizer, weather, steps=40, seed=1)
+    generated = sample_texts(g.model, g.tokenizer, num_samples=64, max_new_tokens=16, temperature=1.0, seed=3,
+                             progress=False)
+    scores = attribution_scores(g.model, g.tokenizer, generated + sports, scores=["curvature"])["curvature"]
+    own = scores[:64]
+    # mean 0 / sd 1 hold exactly for G's token ids; decoding and re-tokenising (WordPiece here) changes a
+    # few samples' tokens, which widens the spread (measured sd 1.59 for this seed)
+    assert abs(own.mean()) < 0.5 and 0.5 < own.std() < 2.5 and scores[64:].mean() < -5
+    res = attribute(own, scores[64:], score="curvature", seed=0)
+    assert res.auc_all > 0.9 and res.score == "curvature"
+    with pytest.raises(OriginError, match="attribution scores must be"):
+        attribution_scores(g.model, g.tokenizer, sports[:2], scores=["perplexity"])
 
 
 def test_sampling_from_given_first_tokens(tiny_llama_dir):
@@ -337,7 +392,8 @@ def test_load_run_model_rebuilds_the_final_global_model(tiny_llama_dir, tmp_path
                  "--methods", "exact,lcs", "--model-run", str(tmp_path / "run"), "--human",
                  str(tmp_path / "human.txt"), "--out", str(tmp_path / "rep"), "-q"]) == 0
     attr = json.loads((tmp_path / "rep" / "report.json").read_text())["attribution"]
-    assert attr["n_generated"] == 6 and attr["n_human"] == 6 and 0.0 <= attr["auc_all"] <= 1.0
+    assert [a["score"] for a in attr] == ["curvature", "likelihood_ratio"]
+    assert all(a["n_generated"] == 6 and a["n_human"] == 6 and 0.0 <= a["auc_all"] <= 1.0 for a in attr)
 
 
 # ---------------------------------------------------------------------------- report, settings, errors
@@ -493,7 +549,8 @@ num_human = 8
     assert data["status"] == "complete" and data["inputs"]["synthetic"] == 8 and data["inputs"]["human"] == 8
     assert data["copies"]["n_synthetic"] == 8 and len(data["copies"]["findings"]) == 8  # all records listed
     assert [d["space"] for d in data["dcr"]] == ["embedding", "minhash"]
-    assert 0.0 <= data["attribution"]["auc_all"] <= 1.0 and len(data["attribution"]["generated_scores"]) == 8
+    assert [a["score"] for a in data["attribution"]] == ["curvature", "likelihood_ratio"]
+    assert all(0.0 <= a["auc_all"] <= 1.0 and len(a["generated_scores"]) == 8 for a in data["attribution"])
     assert len((out / "synthetic.jsonl").read_text().splitlines()) == 8
     assert (out / "dcr.png").is_file()
     capsys.readouterr()
@@ -522,11 +579,11 @@ def test_failing_late_stage_keeps_earlier_results(tiny_llama_dir, tiny_bert_dir,
     def boom(*args, **kwargs):
         raise OriginError("scoring failed")
 
-    monkeypatch.setattr(experiment, "likelihood_ratio_scores", boom)
+    monkeypatch.setattr(experiment, "attribution_scores", boom)
     with pytest.raises(OriginError, match="scoring failed"):
         run_origin_experiment(cfg, settings, tmp_path / "out", progress=False, log=lambda m: None)
     data = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert data["status"] == "partial: attribution" and data["attribution"] is None
+    assert data["status"] == "partial: attribution" and data["attribution"] == []
     assert data["copies"]["n_synthetic"] == 4 and data["dcr"][0]["space"] == "minhash"
     assert (tmp_path / "out" / "synthetic.jsonl").is_file() and (tmp_path / "out" / "run" / "manifest.json").is_file()
 

@@ -6,8 +6,9 @@
 * **Distance to closest record** (:func:`dcr_test`): fraction of synthetic records closer to
   train than to holdout, with an exact binomial test against ``|T| / (|T| + |H|)`` and a
   Mann–Whitney U test of synthetic vs holdout DCR.
-* **Model attribution** (:func:`likelihood_ratio_scores`, :func:`attribute`): mean token
-  log-likelihood under G minus under a reference model, a calibrated threshold and ROC AUC.
+* **Model attribution** (:func:`attribution_scores`, :func:`attribute`): Fast-DetectGPT's
+  analytic curvature under G (Bao et al. 2024) and the likelihood ratio of G to a reference model
+  (Carlini et al. 2021), each with a calibrated threshold and ROC AUC.
 * **Report** (:class:`OriginReport`): JSON + Markdown, written atomically.
 
 See docs/origin.md. CLI: ``trustfl origin``.
@@ -21,7 +22,13 @@ Example:
     ('exact', 'lcs')
 """
 
-from trustfl.audits.origin.attribution import AttributionResult, attribute, likelihood_ratio_scores
+from trustfl.audits.origin.attribution import (
+    ATTRIBUTION_SCORES,
+    AttributionResult,
+    attribute,
+    attribution_scores,
+    likelihood_ratio_scores,
+)
 from trustfl.audits.origin.copies import (
     COPY_METHODS,
     CopyFinding,
@@ -35,7 +42,7 @@ from trustfl.audits.origin.dcr import DcrResult, dcr_from_distances, dcr_test
 from trustfl.audits.origin.errors import OriginError
 from trustfl.audits.origin.experiment import client_records, run_origin_experiment
 from trustfl.audits.origin.lcs import LcsMatch, NgramIndex, longest_common_substring
-from trustfl.audits.origin.likelihood import load_run_model, mean_token_loglik, start_token_id
+from trustfl.audits.origin.likelihood import TokenStats, load_run_model, mean_token_loglik, start_token_id, token_statistics
 from trustfl.audits.origin.neighbors import nearest_cosine, nearest_minhash
 from trustfl.audits.origin.plot import plot_dcr
 from trustfl.audits.origin.report import OriginReport, write_json_atomic, write_text_atomic
@@ -44,7 +51,11 @@ from trustfl.audits.origin.settings import OriginSettings, load_origin_config
 from trustfl.audits.origin.stats import binomial_sf, mann_whitney_less, rates_at, roc_auc, youden_threshold
 
 __all__ = sorted([
+    "ATTRIBUTION_SCORES",
     "AttributionResult",
+    "TokenStats",
+    "attribution_scores",
+    "token_statistics",
     "COPY_METHODS",
     "CopyFinding",
     "CopyResult",

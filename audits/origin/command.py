@@ -49,6 +49,12 @@ def add_parser(sub: Any, handler: Any) -> None:
                    help="attribution: the run whose final model is G (reference: its base FM)")
     p.add_argument("--human", nargs="+", default=None, help="attribution: human-written texts (negatives); the "
                                                              "synthetic records are the known generated texts")
+    p.add_argument("--attribution-scores", default="curvature,likelihood_ratio",
+                   help="attribution scores, comma list of curvature (Fast-DetectGPT under G), likelihood_ratio "
+                        "(G vs its base FM); default both")
+    p.add_argument("--skip-first", type=int, default=0,
+                   help="attribution: leave each text's first N tokens unscored (1 if samples were started from "
+                        "given first tokens; default 0)")
     p.add_argument("--key-file", default=None, help="key of the keyed codes (hex, 0600; created if missing); "
                                                      "default: a fresh random key per invocation")
     p.add_argument("--seed", type=int, default=0, help="seed of the attribution calibration split (0)")
@@ -89,6 +95,14 @@ def _file_mode(args: argparse.Namespace, console: Any) -> int:
     bad = [s for s in spaces if s not in ("embedding", "minhash")]
     if bad or not spaces or len(set(spaces)) != len(spaces):
         raise OriginError(f"--dcr-space {args.dcr_space!r}: must be a comma list of embedding,minhash without repeats")
+    score_names = [x.strip() for x in args.attribution_scores.split(",") if x.strip()]
+    from trustfl.audits.origin.attribution import ATTRIBUTION_SCORES
+
+    if not score_names or any(x not in ATTRIBUTION_SCORES for x in score_names) or len(set(score_names)) != len(score_names):
+        raise OriginError(f"--attribution-scores {args.attribution_scores!r}: must be a comma list of "
+                          f"{','.join(ATTRIBUTION_SCORES)} without repeats")
+    if args.skip_first < 0:
+        raise OriginError(f"--skip-first must be >= 0, got {args.skip_first}")
     if args.num_perm < 8 or args.ngram < 1:
         raise OriginError(f"--num-perm must be >= 8 and --ngram >= 1, got {args.num_perm}, {args.ngram}")
     t_all = time.perf_counter()
@@ -137,14 +151,16 @@ def _file_mode(args: argparse.Namespace, console: Any) -> int:
         report.seconds["dcr_s"] = time.perf_counter() - t0
         report.write(args.out, per_record=args.all_records)
     if human is not None:
-        from trustfl.audits.origin.attribution import attribute, likelihood_ratio_scores
+        from trustfl.audits.origin.attribution import attribute, attribution_scores
         from trustfl.audits.origin.likelihood import load_run_model
 
         report.status = "partial: attribution"
         t0 = time.perf_counter()
         model, tok, _ = load_run_model(args.model_run)
-        scores = likelihood_ratio_scores(model, tok, list(syn.texts) + list(human.texts), progress=not args.quiet)
-        report.attribution = attribute(scores[:len(syn)], scores[len(syn):], seed=args.seed)
+        scores = attribution_scores(model, tok, list(syn.texts) + list(human.texts), scores=score_names,
+                                    skip_first=args.skip_first, progress=not args.quiet)
+        report.attribution = [attribute(v[:len(syn)], v[len(syn):], score=name, seed=args.seed)
+                              for name, v in scores.items()]
         report.inputs["human"] = {"files": args.human, "records": len(human)}
         report.inputs["model_run"] = args.model_run
         report.seconds["attribution_s"] = time.perf_counter() - t0

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from trustfl.audits.origin.attribution import attribute, likelihood_ratio_scores
+from trustfl.audits.origin.attribution import attribute, attribution_scores
 from trustfl.audits.origin.copies import CopyThresholds, detect_copies
 from trustfl.audits.origin.corpus import TextCorpus
 from trustfl.audits.origin.dcr import dcr_test
@@ -187,10 +187,14 @@ def run_origin_experiment(run_config: Any, settings: OriginSettings, out_dir: st
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     human = [test_texts[i] for i in np.sort(rng.permutation(len(test_texts))[:settings.num_human])]
-    scores = likelihood_ratio_scores(model, tokenizer, synthetic + human, max_length=settings.score_max_length,
-                                     progress=progress)
-    report.attribution = attribute(scores[:len(synthetic)], scores[len(synthetic):],
-                                   calibration_fraction=settings.calibration_fraction, seed=seed)
+    if settings.attribution_scores:
+        # with first_token = "test" the first token was not G's choice: it conditions but is not scored
+        scores = attribution_scores(model, tokenizer, synthetic + human, scores=settings.attribution_scores,
+                                    max_length=settings.score_max_length,
+                                    skip_first=1 if settings.first_token == "test" else 0, progress=progress)
+        report.attribution = [attribute(v[:len(synthetic)], v[len(synthetic):], score=name,
+                                        calibration_fraction=settings.calibration_fraction, seed=seed)
+                              for name, v in scores.items()]
     report.inputs["human"] = len(human)
     stage_done("attribution_s", t0, "complete")
     return report

@@ -60,7 +60,7 @@ class OriginReport:
         settings: thresholds and options used.
         copies: copy detection (:class:`CopyResult`) or ``None`` if not run.
         dcr: DCR tests, one per distance space.
-        attribution: model attribution, or ``None``.
+        attribution: model attribution, one result per score (empty if not run).
         run: for an end-to-end run, the run directory, training and sampling summaries.
         seconds: wall time per stage.
         status: ``"complete"`` or ``"partial: <stage>"`` while stages are still running.
@@ -70,7 +70,7 @@ class OriginReport:
     settings: dict[str, Any] = field(default_factory=dict)
     copies: CopyResult | None = None
     dcr: list[DcrResult] = field(default_factory=list)
-    attribution: AttributionResult | None = None
+    attribution: list[AttributionResult] = field(default_factory=list)
     run: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     status: str = "complete"
@@ -81,7 +81,7 @@ class OriginReport:
             "format": FORMAT, "status": self.status, "inputs": self.inputs, "settings": self.settings,
             "copies": self.copies.to_dict(all_records=per_record) if self.copies else None,
             "dcr": [d.to_dict(per_record=per_record) for d in self.dcr],
-            "attribution": self.attribution.to_dict(per_record=per_record) if self.attribution else None,
+            "attribution": [a.to_dict(per_record=per_record) for a in self.attribution],
             "run": self.run, "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         })
 
@@ -95,9 +95,8 @@ class OriginReport:
             out[f"dcr_{d.space}"] = {"fraction_closer_to_train": d.fraction_closer_to_train,
                                      "expected": d.expected_fraction, "binomial_p": d.binomial_p,
                                      "mannwhitney_p": d.mannwhitney_p}
-        if self.attribution:
-            out["attribution_auc"] = self.attribution.auc
-            out["attribution_auc_all"] = self.attribution.auc_all
+        for a in self.attribution:
+            out[f"attribution_{a.score}"] = {"auc": a.auc, "auc_all": a.auc_all}
         return _clean(out)
 
     def markdown(self) -> str:
@@ -125,13 +124,14 @@ class OriginReport:
                              f"{d.median_dcr_holdout:.4f} |")
             lines.append("")
         if self.attribution:
-            a = self.attribution
             lines += ["## Model attribution", "",
-                      f"Likelihood-ratio score (G minus reference, nats/token): generated mean "
-                      f"{a.mean_score_generated:.3f}, human mean {a.mean_score_human:.3f}.", "",
-                      f"ROC AUC {a.auc:.3f} on the evaluation split ({a.n_evaluation} texts; {a.auc_all:.3f} on all); "
-                      f"threshold {a.threshold:.3f} (calibrated on {a.n_calibration}) gives TPR {a.tpr:.3f}, "
-                      f"FPR {a.fpr:.3f}.", ""]
+                      "| score | mean generated / human | ROC AUC (evaluation split / all) | threshold | TPR | FPR |",
+                      "|---|---|---|---|---|---|"]
+            for a in self.attribution:
+                lines.append(f"| {a.score} | {a.mean_score_generated:.3f} / {a.mean_score_human:.3f} | {a.auc:.3f} "
+                             f"({a.n_evaluation} texts) / {a.auc_all:.3f} | {a.threshold:.3f} (fit on "
+                             f"{a.n_calibration}) | {a.tpr:.3f} | {a.fpr:.3f} |")
+            lines.append("")
         if self.seconds:
             lines += ["## Wall time", ""] + [f"- {k}: {v:.1f} s" for k, v in self.seconds.items()] + [""]
         return "\n".join(lines)

@@ -71,8 +71,9 @@ def sample_texts(model: torch.nn.Module, tokenizer: Any, *, num_samples: int, ma
                                      top_p=top_p if top_p else 1.0, max_new_tokens=max_new_tokens,
                                      pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
             texts = tokenizer.batch_decode(gen[:, 1:], skip_special_tokens=True)
-            new = [" ".join(t.split()) for t in texts]
-            new = [t for t in new if t][:num_samples - len(out)]
+            # kept exactly as decoded: normalising whitespace would change the tokens G chose, and
+            # attribution scores (curvature) depend on them
+            new = [t for t in texts if t.strip()][:num_samples - len(out)]
             out += new
             bar.update(len(new))
             drawn += b

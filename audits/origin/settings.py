@@ -40,6 +40,8 @@ class OriginSettings:
             first token from the first tokens of the run's test texts (never trained on), because
             trustfl's causal-LM training adds no start token, so ``p(first | start)`` is untrained.
         num_human: at most this many real held-out texts (the run's test rows, a seeded choice) for attribution.
+        attribution_scores: subset of ``curvature`` (Fast-DetectGPT under G) and ``likelihood_ratio``
+            (G vs the base FM); each gets its own calibrated threshold and AUC.
         calibration_fraction: share of the known texts used to fit the attribution threshold.
         score_max_length: tokens per text scored for attribution.
         key_file: key of the keyed codes (created if missing); unset: derived from the run seed.
@@ -65,6 +67,7 @@ class OriginSettings:
     sample_batch_size: int = 16
     first_token: Literal["start", "test"] = "start"
     num_human: int = 150
+    attribution_scores: list[str] = field(default_factory=lambda: ["curvature", "likelihood_ratio"])
     calibration_fraction: float = 0.5
     score_max_length: int = 48
     key_file: str | None = None
@@ -91,6 +94,10 @@ class OriginSettings:
         _check(self.top_p is None or 0 < self.top_p <= 1, "top_p", f"must be in (0, 1] or unset, got {self.top_p}")
         _check(self.sample_batch_size >= 1, "sample_batch_size", f"must be >= 1, got {self.sample_batch_size}")
         _check(self.num_human >= 4, "num_human", f"must be >= 4, got {self.num_human}")
+        scores = ["curvature", "likelihood_ratio"]
+        _check(all(x in scores for x in self.attribution_scores) and
+               len(set(self.attribution_scores)) == len(self.attribution_scores), "attribution_scores",
+               f"must be a subset of {scores} without repeats, got {self.attribution_scores}")
         _check(0 < self.calibration_fraction < 1, "calibration_fraction",
                f"must be in (0, 1), got {self.calibration_fraction}")
         _check(self.threads is None or self.threads >= 1, "threads", f"must be >= 1 or unset, got {self.threads}")
