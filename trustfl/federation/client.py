@@ -79,7 +79,8 @@ class LocalTrainer:
     def __init__(self, model: nn.Module, layout: ParamLayout, batcher: Batcher, *, epochs: int = 1,
                  max_steps: int | None = None, batch_size: int = 16, lr: float = 5e-4,
                  weight_decay: float = 0.0, max_grad_norm: float | None = 1.0, optimizer: str = "adamw",
-                 momentum: float = 0.0, head_lr: float | None = None, prefix: FrozenPrefix | None = None, privacy: ClientPrivacy | None = None,
+                 momentum: float = 0.0, head_lr: float | None = None, prefix: FrozenPrefix | None = None,
+                 privacy: ClientPrivacy | None = None,
                  prefix_batch_size: int = 64, prefix_store: PrefixStore | None = None) -> None:
         self.model = model
         self.layout = layout
