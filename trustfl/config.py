@@ -20,8 +20,8 @@ from trustfl.errors import ConfigError
 from trustfl.models.lora import LoraSettings
 from trustfl.defenses.dp.settings import PrivacySettings
 
-__all__ = ["AttackSettings", "ClientSettings", "DataSettings", "DedupSettings", "FederationSettings", "ModelSettings", "PartitionSettings",
-           "RunConfig", "ServerSettings", "from_dict", "load_config", "parse_override",
+__all__ = ["AttackSettings", "ClientSettings", "DataSettings", "DedupSettings", "FederationSettings", "ModelSettings",
+           "PartitionSettings", "RunConfig", "ServerSettings", "from_dict", "load_config", "parse_override",
            "read_config_file"]
 
 
