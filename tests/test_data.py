@@ -151,6 +151,17 @@ def test_jsonl_int_labels_and_unlabelled(tmp_path) -> None:
     assert "label" not in lm.column_names and len(lm) == 7
 
 
+def test_txt_file_is_one_unlabelled_text_per_non_empty_line(tmp_path) -> None:
+    path = tmp_path / "d.txt"
+    path.write_text("  first line \n\n   \nsecond\n", encoding="utf-8")
+    ds = load_dataset_source(str(path), label_column=None)
+    assert ds["text"][:] == ["first line", "second"] and ds.column_names == ["text"]
+    with pytest.raises(DataSourceError, match="has no columns"):
+        load_dataset_source(str(path))  # label_column="label" cannot apply
+    with pytest.raises(DataSourceError, match="does not exist"):
+        load_dataset_source(str(tmp_path / "nope.txt"), label_column=None)
+
+
 def test_missing_column_lists_available(tmp_path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("body,stars\nx,1\n", encoding="utf-8")

@@ -56,6 +56,10 @@ def test_key_save_load_roundtrip_mode_0600(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert DedupKey.load(path) == key and key.key_id in repr(key) and key.derive("x") != key.derive("y")
     assert DedupKey.from_passphrase("pw") == DedupKey.from_passphrase("pw") != DedupKey.from_passphrase("pw2")
+    made, created = DedupKey.load_or_create(tmp_path / "new.key")
+    again, created_again = DedupKey.load_or_create(tmp_path / "new.key")
+    assert created and not created_again and again == made != key
+    assert stat.S_IMODE(os.stat(tmp_path / "new.key").st_mode) == 0o600
 
 
 def test_key_errors(tmp_path):

@@ -69,14 +69,7 @@ def add_parser(sub: Any, handler: Any) -> None:
 def _key(path: str | None) -> Any:
     from trustfl.defenses.dedup import DedupKey
 
-    if path is None:
-        return DedupKey.generate()
-    p = Path(path)
-    if p.exists():
-        return DedupKey.load(p)
-    key = DedupKey.generate()
-    key.save(p)
-    return key
+    return DedupKey.generate() if path is None else DedupKey.load_or_create(path)[0]
 
 
 def _file_mode(args: argparse.Namespace, console: Any) -> int:

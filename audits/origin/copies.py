@@ -187,6 +187,14 @@ def detect_copies(synthetic: TextCorpus | Sequence[str], reference: TextCorpus |
     fired: list[list[str]] = [[] for _ in range(n)]
     seconds: dict[str, float] = {}
 
+    def record_similarity(method: str, idx: np.ndarray, sim: np.ndarray, threshold: float) -> None:
+        """Each record's nearest reference under a similarity (distance = 1 - similarity); fire at >= threshold."""
+        for i in range(n):
+            nearest[i][method] = {"reference": ref.ref(int(idx[i])), "score": round(float(sim[i]), 6),
+                                  "distance": round(1.0 - float(sim[i]), 6)}
+            if sim[i] >= threshold:
+                fired[i].append(method)
+
     if "exact" in methods:
         t0 = time.perf_counter()
         first: dict[bytes, int] = {}
@@ -203,7 +211,7 @@ def detect_copies(synthetic: TextCorpus | Sequence[str], reference: TextCorpus |
         t0 = time.perf_counter()
         index = NgramIndex(ref.texts, min_chars=thresholds.lcs_chars, key=key)
         for i, m in enumerate(index.query(syn.texts)):
-            qlen = max(1, len(index._prep(syn.texts[i])))
+            qlen = max(1, len(index.prepare(syn.texts[i])))
             nearest[i]["lcs"] = {"reference": ref.ref(m.reference) if m else None,
                                  "score": float(m.length) if m else 0.0,
                                  "distance": round(1.0 - (m.length / qlen if m else 0.0), 6),
@@ -215,11 +223,7 @@ def detect_copies(synthetic: TextCorpus | Sequence[str], reference: TextCorpus |
         t0 = time.perf_counter()
         mh = KeyedMinHash(key, num_perm=num_perm, shingle="char", ngram=ngram)
         idx, jac = nearest_minhash(mh.signatures(syn.texts), mh.signatures(ref.texts))
-        for i in range(n):
-            nearest[i]["minhash"] = {"reference": ref.ref(int(idx[i])), "score": round(float(jac[i]), 6),
-                                     "distance": round(1.0 - float(jac[i]), 6)}
-            if jac[i] >= thresholds.jaccard:
-                fired[i].append("minhash")
+        record_similarity("minhash", idx, jac, thresholds.jaccard)
         seconds["minhash_s"] = time.perf_counter() - t0
     if "embedding" in methods:
         t0 = time.perf_counter()
@@ -234,12 +238,7 @@ def detect_copies(synthetic: TextCorpus | Sequence[str], reference: TextCorpus |
         if len(se) != n or len(re_) != len(ref):
             raise OriginError(f"embeddings: got {len(se)} synthetic and {len(re_)} reference rows for "
                               f"{n} and {len(ref)} records")
-        idx, cos = nearest_cosine(se, re_)
-        for i in range(n):
-            nearest[i]["embedding"] = {"reference": ref.ref(int(idx[i])), "score": round(float(cos[i]), 6),
-                                       "distance": round(1.0 - float(cos[i]), 6)}
-            if cos[i] >= thresholds.cosine:
-                fired[i].append("embedding")
+        record_similarity("embedding", *nearest_cosine(se, re_), thresholds.cosine)
         seconds["embedding_s"] = time.perf_counter() - t0
 
     findings = []

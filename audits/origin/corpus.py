@@ -4,7 +4,8 @@ A :class:`TextCorpus` is a list of texts with, per record, a client id and a rec
 row in its file or dataset), so every finding can point back to "client 3, record 41". It
 is built from Python lists, a ``datasets.Dataset`` or files (``.csv``, ``.json``, ``.jsonl``,
 ``.txt`` with one record per non-empty line), one file per client or one file with a client
-column. Empty texts are refused rather than silently dropped.
+column. Files are read by :func:`trustfl.data.load_dataset_source` (empty texts dropped with a
+logged count); texts passed directly must be non-empty.
 """
 
 from __future__ import annotations
@@ -102,40 +103,32 @@ class TextCorpus:
 
 
 def _read_file(path: Path, text_column: str, client_column: str | None) -> tuple[list[str], list[str] | None]:
+    """Texts (and clients) of one file via :func:`trustfl.data.load_dataset_source` (empty texts are
+    dropped there, with a logged count, so record ids count a file's non-empty records)."""
+    from trustfl.data import load_dataset_source
+    from trustfl.data.errors import DataSourceError
+
     suffix = path.suffix.lower()
     if suffix not in _SUFFIXES:
         raise OriginError(f"{str(path)!r}: unsupported file type {suffix!r}; use one of {list(_SUFFIXES)}")
-    if not path.is_file():
-        raise OriginError(f"{str(path)!r} does not exist (resolved to {path.resolve()})")
-    if suffix == ".txt":
-        if client_column is not None:
-            raise OriginError(f"{str(path)!r}: client_column={client_column!r} needs a .csv/.json/.jsonl file, "
-                              "a .txt file has no columns")
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        return [ln for ln in lines if ln], None
-    import datasets
-
-    builder = "csv" if suffix == ".csv" else "json"
+    if suffix == ".txt" and client_column is not None:
+        raise OriginError(f"{str(path)!r}: client_column={client_column!r} needs a .csv/.json/.jsonl file, "
+                          "a .txt file has no columns")
     try:
-        raw = datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as exc:  # the builders raise many types; keep the cause
-        raise OriginError(f"could not read {str(path)!r} as {builder}: {type(exc).__name__}: {exc}") from exc
-    for param, col in (("text_column", text_column), ("client_column", client_column)):
-        if col is not None and col not in raw.column_names:
-            raise OriginError(f"{str(path)!r}: {param}={col!r} is not a column; available columns: "
-                              f"{raw.column_names}")
-    texts = raw[text_column][:]
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise OriginError(f"{str(path)!r}: column {text_column!r} has {len(bad)} empty or non-text values "
-                          f"(first at row {bad[0]}); clean the file first")
+        ds = load_dataset_source(str(path), text_column="text" if suffix == ".txt" else text_column,
+                                 label_column=None)
+    except DataSourceError as exc:
+        raise OriginError(str(exc)) from exc
     clients = None
     if client_column is not None:
-        values = raw[client_column][:]
+        if client_column not in ds.column_names:
+            raise OriginError(f"{str(path)!r}: client_column={client_column!r} is not a column; available columns: "
+                              f"{[c for c in ds.column_names if c != 'text'] + [text_column]}")
+        values = ds[client_column][:]
         if any(v is None for v in values):
             raise OriginError(f"{str(path)!r}: client column {client_column!r} has missing values")
         clients = [str(v) for v in values]
-    return [t.strip() for t in texts], clients
+    return list(ds["text"][:]), clients
 
 
 def load_corpus(paths: str | Path | Sequence[str | Path], *, text_column: str = "text",

@@ -38,7 +38,7 @@ __all__ = ["client_records", "origin_key", "run_origin_experiment"]
 
 def origin_key(settings: OriginSettings, seed: int) -> Any:
     """Key of the keyed codes: ``settings.key_file`` (created if missing), else derived from the seed."""
-    from trustfl.defenses.dedup.wiring import key_for_run
+    from trustfl.defenses.dedup import key_for_run
 
     return key_for_run(settings.key_file, seed, purpose="origin")
 

@@ -112,12 +112,13 @@ class NgramIndex:
             raise OriginError(f"max_verify must be an integer >= 1, got {max_verify!r}")
         self.min_chars, self.normalize, self.max_verify = min_chars, normalize, max_verify
         self._hasher = KeyedMinHash(key or DedupKey.generate(), num_perm=8, shingle="char", ngram=min_chars)
-        self.texts = [self._prep(t) for t in references]
+        self.texts = [self.prepare(t) for t in references]
         ids, owner = self._windows(self.texts)
         order = np.argsort(ids, kind="stable")
         self._ids, self._owner = ids[order], owner[order]
 
-    def _prep(self, text: str) -> str:
+    def prepare(self, text: str) -> str:
+        """``text`` as the index compares it (normalised unless ``normalize=False``); LCS positions refer to it."""
         return normalize_text(text) if self.normalize else text
 
     def _windows(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +153,7 @@ class NgramIndex:
         """For each text: its longest verified common substring (>= ``min_chars``) with a reference, or ``None``."""
         out: list[LcsMatch | None] = []
         for qi, raw in enumerate(texts):
-            t = self._prep(raw)
+            t = self.prepare(raw)
             refs, _ = self.candidates(t)
             best: LcsMatch | None = None
             verified = 0

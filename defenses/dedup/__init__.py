@@ -23,7 +23,7 @@ from trustfl.defenses.dedup.embed import embed_texts
 from trustfl.defenses.dedup.errors import DedupError
 from trustfl.defenses.dedup.exact import exact_codes
 from trustfl.defenses.dedup.index import equal_code_pairs, hamming_range_pairs, lsh_bands, minhash_pairs
-from trustfl.defenses.dedup.keys import DedupKey
+from trustfl.defenses.dedup.keys import DedupKey, key_for_run
 from trustfl.defenses.dedup.minhash import KeyedMinHash, minhash_jaccard
 from trustfl.defenses.dedup.normalize import normalize_text, normalize_texts
 from trustfl.defenses.dedup.protocol import deduplicate, validate_methods
@@ -50,6 +50,7 @@ __all__ = sorted([
     "cosine_to_hamming",
     "deduplicate",
     "embed_texts",
+    "key_for_run",
     "equal_code_pairs",
     "exact_codes",
     "hamming",

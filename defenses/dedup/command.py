@@ -21,22 +21,14 @@ __all__ = ["load_clients", "run_cli"]
 
 
 def _load_file(path: str, text_column: str) -> Any:
-    """A ``datasets.Dataset`` with a ``text`` column from .csv/.json/.jsonl (via
-    :func:`trustfl.data.load_dataset_source`) or .txt (one record per non-empty line)."""
+    """A ``datasets.Dataset`` with a ``text`` column from a .csv/.json/.jsonl/.txt file
+    (:func:`trustfl.data.load_dataset_source`; .txt: one record per non-empty line)."""
     from trustfl.data import load_dataset_source
-    from trustfl.data.errors import DataSourceError
 
-    p = Path(path)
-    if p.suffix.lower() == ".txt":
-        if not p.is_file():
-            raise DataSourceError(f"data file {path!r} does not exist (resolved to {p.resolve()})")
-        import datasets
-
-        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
-        return datasets.Dataset.from_dict({"text": [ln for ln in lines if ln]})
-    if p.suffix.lower() not in (".csv", ".json", ".jsonl"):
-        raise DedupError(f"{path!r}: unsupported file type {p.suffix!r}; use .csv, .json, .jsonl or .txt")
-    return load_dataset_source(str(p), text_column=text_column, label_column=None)
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".csv", ".json", ".jsonl", ".txt"):
+        raise DedupError(f"{path!r}: unsupported file type {Path(path).suffix!r}; use .csv, .json, .jsonl or .txt")
+    return load_dataset_source(str(path), text_column="text" if suffix == ".txt" else text_column, label_column=None)
 
 
 def load_clients(files: list[str], *, text_column: str = "text", client_column: str | None = None
@@ -87,13 +79,9 @@ def run_cli(args: argparse.Namespace) -> int:
         import datasets
 
         datasets.disable_progress_bars()
-    key_path = Path(args.key_file)
-    if key_path.exists():
-        key = DedupKey.load(key_path)
-    else:
-        key = DedupKey.generate()
-        key.save(key_path)
-        console.print(f"generated a new dedup key in {key_path} (mode 0600): share it with every client, "
+    key, created = DedupKey.load_or_create(args.key_file)
+    if created:
+        console.print(f"generated a new dedup key in {args.key_file} (mode 0600): share it with every client, "
                       "never with the server")
     clients, names = load_clients(args.files, text_column=args.text_column, client_column=args.client_column)
     texts = {cid: list(ds["text"][:]) for cid, ds in clients.items()}

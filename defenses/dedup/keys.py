@@ -21,7 +21,7 @@ from pathlib import Path
 
 from trustfl.defenses.dedup.errors import DedupError
 
-__all__ = ["DedupKey"]
+__all__ = ["DedupKey", "key_for_run"]
 log = logging.getLogger(__name__)
 
 _MIN_BYTES = 16
@@ -122,6 +122,20 @@ class DedupKey:
             raise DedupError(f"key file {str(path)!r} does not hold a hex secret ({exc})") from exc
         return cls(secret)
 
+    @classmethod
+    def load_or_create(cls, path: str | Path) -> tuple["DedupKey", bool]:
+        """The key in ``path``, or a fresh :meth:`generate`\ d one saved there (mode 0600).
+
+        Returns:
+            ``(key, created)``; ``created`` is True when a new key file was written.
+        """
+        path = Path(path)
+        if path.exists():
+            return cls.load(path), False
+        key = cls.generate()
+        key.save(path)
+        return key, True
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DedupKey) and hmac.compare_digest(self._secret, other._secret)
 
@@ -130,3 +144,14 @@ class DedupKey:
 
     def __repr__(self) -> str:  # never print the secret
         return f"DedupKey(id={self.key_id})"
+
+
+def key_for_run(key_file: str | Path | None, seed: int, *, purpose: str = "dedup") -> DedupKey:
+    """The clients' key: ``key_file`` (created with a random key if missing), else one derived from
+    the run seed and ``purpose`` (reproducible runs; the seed is no secret, so this is for simulation)."""
+    if key_file:
+        key, created = DedupKey.load_or_create(key_file)
+        if created:
+            log.info("%s: generated a new key in %s (mode 0600); give it to every client", purpose, key_file)
+        return key
+    return DedupKey(hashlib.sha256(f"trustfl-{purpose}-run-seed/{int(seed)}".encode()).digest())

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trustfl.defenses.dedup.errors import DedupError
-from trustfl.defenses.dedup.keys import DedupKey
+from trustfl.defenses.dedup.keys import key_for_run
 from trustfl.defenses.dedup.protocol import deduplicate
 
-__all__ = ["deduplicate_clients", "key_for_run"]
+__all__ = ["deduplicate_clients"]
 log = logging.getLogger(__name__)
-
-
-def key_for_run(key_file: str | Path | None, seed: int, *, purpose: str = "dedup") -> DedupKey:
-    """The clients' key: ``key_file`` (created with a random key if missing), else one derived from
-    the run seed and ``purpose`` (reproducible runs; the seed is no secret, so this is for simulation)."""
-    if key_file:
-        path = Path(key_file)
-        if path.exists():
-            return DedupKey.load(path)
-        key = DedupKey.generate()
-        key.save(path)
-        log.info("%s: generated a new key in %s (mode 0600); give it to every client", purpose, path)
-        return key
-    return DedupKey(hashlib.sha256(f"trustfl-{purpose}-run-seed/{int(seed)}".encode()).digest())
 
 
 def deduplicate_clients(train: dict[int, Any], config: Any, *, progress: bool = False

@@ -55,7 +55,7 @@ def load_dataset_source(
 
     Dispatch: a registered name (`SOURCES`: health_tweets, sms_spam, trec; `kw` go to its
     loader); a path ending in .csv/.json/.jsonl (read with `datasets.load_dataset`, `kw`
-    passed on, e.g. `cache_dir`); anything else is tried as a Hugging Face hub dataset
+    passed on, e.g. `cache_dir`); a .txt path (one unlabelled text per non-empty line); anything else is tried as a Hugging Face hub dataset
     with `split`. For files and hub datasets `text_column`/`label_column` are renamed to
     `text`/`label`; string labels become ints indexing the sorted distinct names, stored
     as a `ClassLabel` (see `label_names`). Texts are stripped; empty ones are dropped and
@@ -74,6 +74,13 @@ def load_dataset_source(
             )
         return SOURCES[name](**kw)
     suffix = Path(name).suffix.lower()
+    if suffix == ".txt":  # one record per non-empty line, no columns
+        if not Path(name).is_file():
+            raise DataSourceError(f"data file {name!r} does not exist (resolved to {Path(name).resolve()})")
+        if (text_column, label_column) != ("text", None):
+            raise DataSourceError(f"{name!r}: a .txt file holds one unlabelled text per line and has no columns; "
+                                  "use text_column='text', label_column=None (or a .csv/.json/.jsonl file)")
+        return make_dataset(Path(name).read_text(encoding="utf-8").splitlines(), None, names=None, source=name)
     if suffix in _FILE_BUILDERS:
         if not Path(name).is_file():
             raise DataSourceError(f"data file {name!r} does not exist (resolved to {Path(name).resolve()})")
