@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from typing import Any, Literal, Sequence
 
-from trustfl.federation.seeding import derive_seed
+from trustfl.seeding import derive_seed
 
 __all__ = ["DistributedBackdoor", "LabelFlip", "TextBackdoor", "insert_trigger"]
 

@@ -144,7 +144,7 @@ def load_run_model(run_dir: str | Path, *, round: int | None = None) -> tuple[to
         OriginError: the run has no completed round or its layout does not match the rebuilt model.
     """
     from trustfl.config import RunConfig
-    from trustfl.federation.seeding import derive_seed
+    from trustfl.seeding import derive_seed
     from trustfl.models import ParamLayout, apply_lora, load_fm
     from trustfl.rundir import RunDir
 

@@ -325,7 +325,7 @@ class DPAdapterTraining:
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, *,
                 context: Any) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
-        from trustfl.federation.seeding import generator
+        from trustfl.seeding import generator
 
         s, state = self.settings, self._state(context.client_id)
         if state.current is not None:

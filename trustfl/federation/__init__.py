@@ -6,7 +6,7 @@ from trustfl.federation.evaluate import evaluate, majority_baseline
 from trustfl.federation.hooks import (AttackContext, ClientPrivacy, ClientResult, DataAttack, PrivacyContext,
                                       RoundCallback, RoundReport, SecureAggregator, UpdateAttack)
 from trustfl.federation.loop import Federation, RunSummary
-from trustfl.federation.seeding import derive_seed, generator
+from trustfl.seeding import derive_seed, generator
 
 __all__ = sorted([
     "AttackContext",

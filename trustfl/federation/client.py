@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from trustfl.federation.hooks import ClientPrivacy, ClientResult, PrivacyContext
-from trustfl.federation.seeding import derive_seed, generator
+from trustfl.seeding import derive_seed, generator
 from trustfl.models.layout import ParamLayout
 from trustfl.models.prefix_cache import FrozenPrefix, PrefixStore, pad_hidden
 

@@ -27,7 +27,7 @@ from trustfl.federation.engine import LocalEngine
 from trustfl.federation.evaluate import evaluate, majority_baseline, predict
 from trustfl.federation.hooks import (AttackContext, ClientPrivacy, ClientResult, DataAttack, RoundCallback,
                                       RoundReport, SecureAggregator, UpdateAttack)
-from trustfl.federation.seeding import derive_seed, generator
+from trustfl.seeding import derive_seed, generator
 
 __all__ = ["Federation", "RunSummary", "detection_counts"]
 log = logging.getLogger(__name__)

@@ -1,0 +1,165 @@
+"""Run components: features that need the loop's help, plugged in without a branch in the loop.
+
+Differential privacy (both levels, with their accountants), dedup, data and update attacks and
+FLTrust's root data are run components; so will secure aggregation and unlearning be. A component
+is built from its config section by the factory its plug-in registered, and the loop calls its
+hooks at fixed points of a run. Every hook has an explicit no-op default here, in one place, so the
+loop never probes a component with ``getattr``. All resume state goes through
+:meth:`RunComponent.state_dict`, which the loop stores in the run directory's one commit per round.
+
+Order of the hooks in a run::
+
+    setup(context)                     once, before the data are prepared
+    prepare_clients(splits, context)   client side: rewrite each client's (train, holdout) datasets
+    client_privacy()                   client side: the privacy hook every client's training uses
+    configure_pipeline(pipeline)       server side: add stages (e.g. DP clipping and noise)
+    eval_sets(test)                    extra evaluation sets (e.g. backdoor success)
+    manifest()                         facts for the run manifest
+    load_state_dict(state)             on resume, the state of the last complete round
+    per round: check_budget(round)  -> transform_updates(...)  -> before_aggregate(...)
+               -> after_round(report) (metrics; may raise StopFederation) -> state_dict()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from trustfl.types.values import Aggregate, ClientResult, RoundReport
+
+__all__ = ["ClientDataContext", "PipelineLike", "RunComponent", "RunContext", "SecureAggregator", "ServerView"]
+
+
+@dataclass
+class RunContext:
+    """What a component may know about the run when it is set up."""
+
+    config: Any  # trustfl.config.RunConfig
+    seed: int
+    num_clients: int
+    clients_per_round: int
+    rounds: int
+    progress: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the trainer, once the model is loaded
+
+
+@dataclass
+class ClientDataContext:
+    """What a component sees of the clients' data: ``{client_id: (train, holdout)}`` datasets."""
+
+    splits: dict[int, tuple[Any, Any]]
+    seed: int
+
+
+@dataclass
+class ServerView:
+    """What the server round sees of a round's clients: plaintext results, or only a secure sum.
+
+    With secure aggregation, ``results`` is empty and ``secure_sum``/``secure_weight`` hold the
+    (weighted) sum of the updates and the weight sum; ``client_ids`` and ``num_samples`` are the
+    metadata that the protocol reveals.
+    """
+
+    client_ids: list[int]
+    results: list[ClientResult]
+    secure_sum: torch.Tensor | None = None
+    secure_weight: float | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self.secure_sum is not None
+
+
+@runtime_checkable
+class PipelineLike(Protocol):
+    """What the server round needs of an aggregation pipeline (``trustfl.defenses.Pipeline``)."""
+
+    requires_individual_updates: bool
+
+    def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
+                 generator: torch.Generator | None = None, client_ids: Sequence[int] | None = None) -> Aggregate: ...
+
+    def check_tolerance(self, n: int, f: int) -> None: ...
+
+    def aggregate_sum(self, total: torch.Tensor, weight: float, *, num_clients: int,
+                      generator: torch.Generator | None = None) -> Aggregate: ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+@runtime_checkable
+class SecureAggregator(Protocol):
+    """Return ``sum_i weights[i] * updates[i]`` and ``sum_i weights[i]`` without revealing any row."""
+
+    def weighted_sum(self, updates: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, float]: ...
+
+
+class RunComponent:
+    """Base of every run component; override only the hooks the feature needs.
+
+    ``name`` keys the component's state and manifest entry (unique in a run).
+    ``malicious_clients`` (ground truth for detection metrics) is non-empty for attacks only.
+    """
+
+    name: ClassVar[str] = "component"
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, context: RunContext) -> None:
+        """Called once before the data are prepared."""
+
+    def prepare_clients(self, data: ClientDataContext) -> dict[int, tuple[Any, Any]]:
+        """Client side: return the (possibly rewritten) ``{client_id: (train, holdout)}``."""
+        return data.splits
+
+    def client_privacy(self) -> Any:
+        """The client-side privacy hook (a ``ClientPrivacyHook``) this component supplies, or None."""
+        return None
+
+    def configure_pipeline(self, pipeline: Any) -> Any:
+        """Server side: return the pipeline to use (e.g. with DP stages added)."""
+        return pipeline
+
+    def eval_sets(self, test: Any) -> dict[str, tuple[Any, int]]:
+        """Extra evaluation sets ``{metric_name: (records, target_label)}``; accuracy on each is reported."""
+        return {}
+
+    def malicious_clients(self) -> list[int]:
+        """Client ids this component makes malicious (ground truth for detection metrics)."""
+        return []
+
+    def update_attackers(self) -> list[int]:
+        """Client ids whose updates :meth:`transform_updates` rewrites."""
+        return []
+
+    def manifest(self) -> dict[str, Any]:
+        """JSON facts for the run manifest (settings, summaries)."""
+        return {}
+
+    # ------------------------------------------------------------------ per round
+    def check_budget(self, round: int) -> None:
+        """Before round ``round`` trains: raise ``StopFederation`` if it must not run (e.g. DP budget)."""
+
+    def transform_updates(self, round: int, updates: torch.Tensor, client_ids: list[int], *,
+                          global_vector: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Server side, evaluation runs only: rewrite rows of the stacked updates (update attacks)."""
+        return updates
+
+    def before_aggregate(self, round: int, global_vector: torch.Tensor, pipeline: Any) -> None:
+        """Just before aggregation (e.g. FLTrust's server update from the current global vector)."""
+
+    def after_round(self, report: RoundReport) -> dict[str, Any]:
+        """After aggregation, before the commit: metrics to add; may raise ``StopFederation``."""
+        return {}
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """JSON state to commit with the round (resume restores it)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"run component {self.name!r} keeps no state, got {sorted(state)[:4]}")
