@@ -10,16 +10,6 @@ from trustfl.attacks.data_poisoning import DistributedBackdoor, LabelFlip, TextB
 from trustfl.attacks.model_poisoning import ALIE, IPM, GaussianUpdate, MinMax, MinSum, Scaling, SignFlip
 from trustfl.attacks.registry import available_attacks, make_attack, register_attack
 
-register_attack("data", "label_flip", LabelFlip)
-register_attack("data", "backdoor", TextBackdoor)
-register_attack("data", "dba", DistributedBackdoor)
-register_attack("update", "sign_flip", SignFlip)
-register_attack("update", "gaussian", GaussianUpdate)
-register_attack("update", "scaling", Scaling)
-register_attack("update", "alie", ALIE)
-register_attack("update", "ipm", IPM)
-register_attack("update", "min_max", MinMax)
-register_attack("update", "min_sum", MinSum)
 
 __all__ = sorted([
     "ALIE",

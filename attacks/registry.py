@@ -8,25 +8,27 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal, Mapping
 
-from trustfl.registry import Registry
+from trustfl.plugins import ATTACKS, load_plugins
 
 __all__ = ["available_attacks", "make_attack", "register_attack"]
 
 Kind = Literal["data", "update"]
-_ATTACKS = Registry(("data", "update"), noun="{kind} attack")
 
 
-def register_attack(kind: Kind, name: str, factory: Callable[..., Any]) -> None:
-    """Register a ``kind`` attack ``name``; a taken name is an error."""
-    _ATTACKS.register(kind, name, factory)
+def register_attack(kind: Kind, name: str, factory: Callable[..., Any] | str) -> None:
+    """Register a ``kind`` attack ``name`` (a factory or ``"module:Name"``); a taken name is an error."""
+    load_plugins()
+    ATTACKS.register(kind, name, factory)
 
 
 def available_attacks(kind: Kind) -> list[str]:
-    return _ATTACKS.available(kind)
+    load_plugins()
+    return ATTACKS.available(kind)
 
 
 def make_attack(kind: Kind, spec: Mapping[str, Any]) -> Any:
     """Build an attack from ``{"name": ..., **options}``; unknown names list the valid ones."""
     if "name" not in spec:
         raise ValueError(f"{kind} attack spec {dict(spec)} needs a 'name'; valid: {available_attacks(kind)}")
-    return _ATTACKS.make(kind, str(spec["name"]), **{k: v for k, v in spec.items() if k != "name"})
+    load_plugins()
+    return ATTACKS.make(kind, str(spec["name"]), **{k: v for k, v in spec.items() if k != "name"})

@@ -21,7 +21,6 @@ from trustfl.defenses._robust import (check_finite_updates, check_int, column_so
                                       require_tolerance)
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.defenses.krum import krum_scores
-from trustfl.defenses.registry import register_aggregator
 
 __all__ = ["Bulyan"]
 
@@ -91,4 +90,3 @@ class Bulyan:
         return Aggregate(vector=vector, info=info)
 
 
-register_aggregator("bulyan", Bulyan)

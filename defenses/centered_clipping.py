@@ -18,7 +18,6 @@ import torch
 from trustfl.defenses._robust import check_finite_updates, check_int, check_positive, require_tolerance
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.defenses.geomed import distances_to
-from trustfl.defenses.registry import register_aggregator
 
 __all__ = ["CenteredClipping"]
 
@@ -90,4 +89,3 @@ class CenteredClipping:
         return Aggregate(vector=v, info=info)
 
 
-register_aggregator("centered_clipping", CenteredClipping)

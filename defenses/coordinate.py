@@ -17,7 +17,6 @@ import torch
 
 from trustfl.defenses._robust import check_finite_updates, check_int, require_tolerance
 from trustfl.defenses.base import Aggregate, AggregateInfo
-from trustfl.defenses.registry import register_aggregator
 
 __all__ = ["CoordinateMedian", "TrimmedMean"]
 
@@ -107,5 +106,3 @@ class TrimmedMean:
         return Aggregate(vector=vector, info=info)
 
 
-register_aggregator("median", CoordinateMedian)
-register_aggregator("trimmed_mean", TrimmedMean)

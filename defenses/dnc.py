@@ -18,7 +18,6 @@ import torch
 from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, generator_or_seeded,
                                       require_tolerance)
 from trustfl.defenses.base import Aggregate, AggregateInfo
-from trustfl.defenses.registry import register_aggregator
 
 __all__ = ["DnC"]
 
@@ -102,4 +101,3 @@ class DnC:
         return Aggregate(vector=vector, info=info)
 
 
-register_aggregator("dnc", DnC)

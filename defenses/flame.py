@@ -22,7 +22,6 @@ import torch
 from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, generator_or_seeded,
                                       gram_matrix, median_value, require_tolerance, row_norms)
 from trustfl.defenses.base import Aggregate, AggregateInfo
-from trustfl.defenses.registry import register_aggregator
 
 __all__ = ["FLAME", "flame_cluster"]
 
@@ -106,4 +105,3 @@ class FLAME:
         return Aggregate(vector=vector, info=info)
 
 
-register_aggregator("flame", FLAME)

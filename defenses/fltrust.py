@@ -25,7 +25,6 @@ import torch
 
 from trustfl.defenses._robust import check_finite_updates, require_tolerance, row_norms
 from trustfl.defenses.base import Aggregate, AggregateInfo
-from trustfl.defenses.registry import register_aggregator
 from trustfl.errors import UpdateError
 
 __all__ = ["FLTrust", "FLTrustRootHook"]
@@ -143,4 +142,3 @@ class FLTrustRootHook:
         return None
 
 
-register_aggregator("fltrust", FLTrust)

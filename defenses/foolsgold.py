@@ -23,7 +23,6 @@ import torch
 
 from trustfl.defenses._robust import check_finite_updates, check_positive, gram_matrix, require_tolerance, row_norms
 from trustfl.defenses.base import Aggregate, AggregateInfo
-from trustfl.defenses.registry import register_aggregator
 
 __all__ = ["FoolsGold", "foolsgold_weights"]
 
@@ -126,4 +125,3 @@ class FoolsGold:
         return Aggregate(vector=(alpha / total).to(updates.dtype) @ updates, info=info)
 
 
-register_aggregator("foolsgold", FoolsGold)

@@ -14,7 +14,6 @@ import torch
 
 from trustfl.defenses._robust import check_finite_updates, check_int, check_positive, require_tolerance
 from trustfl.defenses.base import Aggregate, AggregateInfo, validate_weights
-from trustfl.defenses.registry import register_aggregator
 
 __all__ = ["GeometricMedian", "distances_to"]
 
@@ -88,4 +87,3 @@ class GeometricMedian:
         return Aggregate(vector=v, info=info)
 
 
-register_aggregator("geometric_median", GeometricMedian)

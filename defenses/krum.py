@@ -17,7 +17,6 @@ import torch
 
 from trustfl.defenses._robust import check_finite_updates, check_int, pairwise_sq_distances, require_tolerance
 from trustfl.defenses.base import Aggregate, AggregateInfo
-from trustfl.defenses.registry import register_aggregator
 
 __all__ = ["Krum", "MultiKrum", "krum_scores"]
 
@@ -127,5 +126,3 @@ class Krum(MultiKrum):
         return f"Krum(f={self.f})"
 
 
-register_aggregator("krum", Krum)
-register_aggregator("multi_krum", MultiKrum)

@@ -16,7 +16,6 @@ import torch
 from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, generator_or_seeded, median_value,
                                       pairwise_sq_distances, require_tolerance, row_norms)
 from trustfl.defenses.base import AggregateInfo
-from trustfl.defenses.registry import register_stage
 
 __all__ = ["NNM", "Bucketing", "NormClip"]
 
@@ -171,6 +170,3 @@ class Bucketing:
         return out, None, info
 
 
-register_stage("pre", "norm_clip", NormClip)
-register_stage("pre", "nnm", NNM)
-register_stage("pre", "bucketing", Bucketing)

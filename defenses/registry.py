@@ -1,39 +1,42 @@
 """Registries of pipeline stages by name, so configs can say ``aggregator = "fedavg"``.
 
 Three kinds: ``aggregator`` (``[n, d] -> Aggregate``), ``pre`` (pre-aggregators such as norm
-clipping, NNM, bucketing) and ``post`` (stages on the aggregate, such as Gaussian noise).
-Registering a taken name is an error; an unknown name lists the valid ones.
+clipping, NNM, bucketing) and ``post`` (stages on the aggregate, such as Gaussian noise). The
+table itself is core's :data:`trustfl.plugins.STAGES`; the built-ins are registered lazily by
+:mod:`trustfl.defenses.plugin`. Registering a taken name is an error; an unknown name lists the
+valid ones.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Literal, Mapping, Sequence
 
-from trustfl.defenses.fedavg import FedAvg
-from trustfl.registry import Registry
+from trustfl.plugins import STAGES, load_plugins
 
 __all__ = ["available_aggregators", "available_stages", "build_pipeline", "make_aggregator", "make_stage",
            "register_aggregator", "register_stage"]
 
 Kind = Literal["aggregator", "pre", "post"]
-_STAGES = Registry(("aggregator", "pre", "post"))
 
 
-def register_stage(kind: Kind, name: str, factory: Callable[..., Any]) -> None:
-    """Register ``factory`` (a class or function taking keyword options) as a ``kind`` stage ``name``."""
-    _STAGES.register(kind, name, factory)
+def register_stage(kind: Kind, name: str, factory: Callable[..., Any] | str) -> None:
+    """Register ``factory`` (a class, a function taking keyword options, or ``"module:Name"``) as ``name``."""
+    load_plugins()
+    STAGES.register(kind, name, factory)
 
 
 def available_stages(kind: Kind) -> list[str]:
-    return _STAGES.available(kind)
+    load_plugins()
+    return STAGES.available(kind)
 
 
 def make_stage(kind: Kind, name: str, **options: Any) -> Any:
     """Build a registered stage; an unknown name lists the valid ones, bad options name the stage."""
-    return _STAGES.make(kind, name, **options)
+    load_plugins()
+    return STAGES.make(kind, name, **options)
 
 
-def register_aggregator(name: str, factory: Callable[..., Any]) -> None:
+def register_aggregator(name: str, factory: Callable[..., Any] | str) -> None:
     register_stage("aggregator", name, factory)
 
 
@@ -60,7 +63,7 @@ def build_pipeline(*, aggregator: str = "fedavg", aggregator_options: Mapping[st
     def stages(kind: Kind, specs: Sequence[Mapping[str, Any]]) -> list[Any]:
         out = []
         for i, spec in enumerate(specs):
-            if "name" not in spec:
+            if not isinstance(spec, Mapping) or "name" not in spec:
                 raise ValueError(f"{kind}[{i}]: each stage needs a 'name'; valid names: {available_stages(kind)}")
             options = {k: v for k, v in spec.items() if k != "name"}
             out.append(make_stage(kind, str(spec["name"]), **options))
@@ -68,6 +71,3 @@ def build_pipeline(*, aggregator: str = "fedavg", aggregator_options: Mapping[st
 
     return Pipeline(pre=stages("pre", pre), aggregator=make_aggregator(aggregator, **dict(aggregator_options or {})),
                     post=stages("post", post))
-
-
-register_aggregator("fedavg", FedAvg)

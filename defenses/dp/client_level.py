@@ -231,15 +231,3 @@ def noise_share(shape: tuple[int, ...] | torch.Size, *, noise_multiplier: float,
         raise ValueError(f"num_shares: must be >= 1, got {num_shares}")
     std = noise_multiplier * clip_norm / math.sqrt(num_shares)
     return (torch.randn(tuple(shape), generator=generator, dtype=torch.float64) * std).to(torch.float32)
-
-
-def _register() -> None:
-    from trustfl.defenses.registry import available_stages, register_stage
-
-    if "dp_clip" not in available_stages("pre"):
-        register_stage("pre", "dp_clip", ClientClip)
-    if "dp_fedavg" not in available_stages("post"):
-        register_stage("post", "dp_fedavg", GaussianNoise)
-
-
-_register()

@@ -1,0 +1,23 @@
+"""The attacks plug-in: registers attacks, the ``[attack]`` config section and its run component.
+
+Light on purpose (imported whenever a config is loaded): factories are lazy ``"module:Name"`` strings.
+"""
+
+from __future__ import annotations
+
+from trustfl.plugins import ATTACKS
+
+_A = "trustfl.attacks"
+for _kind, _name, _target in [
+    ("data", "label_flip", f"{_A}.data_poisoning:LabelFlip"),
+    ("data", "backdoor", f"{_A}.data_poisoning:TextBackdoor"),
+    ("data", "dba", f"{_A}.data_poisoning:DistributedBackdoor"),
+    ("update", "sign_flip", f"{_A}.model_poisoning:SignFlip"),
+    ("update", "gaussian", f"{_A}.model_poisoning:GaussianUpdate"),
+    ("update", "scaling", f"{_A}.model_poisoning:Scaling"),
+    ("update", "alie", f"{_A}.model_poisoning:ALIE"),
+    ("update", "ipm", f"{_A}.model_poisoning:IPM"),
+    ("update", "min_max", f"{_A}.model_poisoning:MinMax"),
+    ("update", "min_sum", f"{_A}.model_poisoning:MinSum"),
+]:
+    ATTACKS.register(_kind, _name, _target)

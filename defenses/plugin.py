@@ -1,0 +1,40 @@
+"""The defenses plug-in: registers stages, config sections and run components with core.
+
+Light on purpose (imported whenever a config is loaded): every factory is a lazy
+``"module:Name"`` string; settings dataclasses import nothing heavy.
+"""
+
+from __future__ import annotations
+
+from trustfl.plugins import STAGES, register_component, register_pipeline_builder, register_section, register_validator
+
+_D = "trustfl.defenses"
+for _name, _target in {
+    "fedavg": f"{_D}.fedavg:FedAvg",
+    "median": f"{_D}.coordinate:CoordinateMedian",
+    "trimmed_mean": f"{_D}.coordinate:TrimmedMean",
+    "krum": f"{_D}.krum:Krum",
+    "multi_krum": f"{_D}.krum:MultiKrum",
+    "bulyan": f"{_D}.bulyan:Bulyan",
+    "geometric_median": f"{_D}.geomed:GeometricMedian",
+    "centered_clipping": f"{_D}.centered_clipping:CenteredClipping",
+    "dnc": f"{_D}.dnc:DnC",
+    "fltrust": f"{_D}.fltrust:FLTrust",
+    "flame": f"{_D}.flame:FLAME",
+    "foolsgold": f"{_D}.foolsgold:FoolsGold",
+}.items():
+    STAGES.register("aggregator", _name, _target)
+STAGES.register("pre", "norm_clip", f"{_D}.preagg:NormClip")
+STAGES.register("pre", "nnm", f"{_D}.preagg:NNM")
+STAGES.register("pre", "bucketing", f"{_D}.preagg:Bucketing")
+STAGES.register("pre", "dp_clip", f"{_D}.dp.client_level:ClientClip")
+STAGES.register("post", "dp_fedavg", f"{_D}.dp.client_level:GaussianNoise")
+
+
+def _build_pipeline(**kwargs):  # type: ignore[no-untyped-def]
+    from trustfl.defenses.registry import build_pipeline
+
+    return build_pipeline(**kwargs)
+
+
+register_pipeline_builder(_build_pipeline)
