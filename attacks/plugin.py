@@ -5,7 +5,7 @@ Light on purpose (imported whenever a config is loaded): factories are lazy ``"m
 
 from __future__ import annotations
 
-from trustfl.plugins import ATTACKS
+from trustfl.plugins import ATTACKS, register_component, register_section, register_validator
 
 _A = "trustfl.attacks"
 for _kind, _name, _target in [
@@ -21,3 +21,20 @@ for _kind, _name, _target in [
     ("update", "min_sum", f"{_A}.model_poisoning:MinSum"),
 ]:
     ATTACKS.register(_kind, _name, _target)
+
+
+def _components(config):  # type: ignore[no-untyped-def]
+    from trustfl.attacks.component import from_config
+
+    return from_config(config)
+
+
+def _register() -> None:
+    from trustfl.attacks.settings import AttackSettings, validate
+
+    register_section("attack", AttackSettings, owner="trustfl.attacks")
+    register_validator("trustfl.attacks", validate)
+    register_component("trustfl.attacks", _components)
+
+
+_register()

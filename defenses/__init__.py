@@ -1,67 +1,55 @@
 """Defenses: aggregation pipeline, robust aggregators and pre-aggregators (more in later issues:
 DP, secure aggregation, dedup, unlearning). Import as ``trustfl.defenses``. See docs/defenses.md."""
 
-from trustfl.defenses.base import (Aggregate, AggregateInfo, Aggregator, PostStage, PreAggregator, validate_updates,
-                           validate_weights)
-from trustfl.defenses.bulyan import Bulyan
-from trustfl.defenses.centered_clipping import CenteredClipping
-from trustfl.defenses.coordinate import CoordinateMedian, TrimmedMean
-from trustfl.defenses.dnc import DnC
-from trustfl.defenses.fedavg import FedAvg
-from trustfl.defenses.flame import FLAME
-from trustfl.defenses.fltrust import FLTrust, FLTrustRootHook
-from trustfl.defenses.foolsgold import FoolsGold
-from trustfl.defenses.geomed import GeometricMedian
-from trustfl.defenses.krum import Krum, MultiKrum
-from trustfl.defenses.pipeline import Pipeline
-from trustfl.defenses.preagg import NNM, Bucketing, NormClip
-from trustfl.defenses.registry import (available_aggregators, available_stages, build_pipeline, make_aggregator,
-                                      make_stage, register_aggregator, register_stage)
-from trustfl.defenses.dp import (BudgetExhausted, ClientClip, ClientLevelAccountant, ClientLevelSettings,
-                                DPAdapterTraining, DPCheckError, GaussianNoise, PrivacySettings, SampleLevelSettings,
-                                make_private, noise_share)
+from trustfl.lazy import lazy_exports
 
-__all__ = sorted([
-    "Bulyan",
-    "Bucketing",
-    "CenteredClipping",
-    "CoordinateMedian",
-    "DnC",
-    "FLAME",
-    "FLTrust",
-    "FLTrustRootHook",
-    "FoolsGold",
-    "GeometricMedian",
-    "Krum",
-    "MultiKrum",
-    "NNM",
-    "NormClip",
-    "TrimmedMean",
-    "BudgetExhausted",
-    "ClientClip",
-    "ClientLevelAccountant",
-    "ClientLevelSettings",
-    "DPAdapterTraining",
-    "DPCheckError",
-    "GaussianNoise",
-    "PrivacySettings",
-    "SampleLevelSettings",
-    "make_private",
-    "noise_share",
-    "Aggregate",
-    "AggregateInfo",
-    "Aggregator",
-    "FedAvg",
-    "Pipeline",
-    "PostStage",
-    "PreAggregator",
-    "available_aggregators",
-    "available_stages",
-    "build_pipeline",
-    "make_aggregator",
-    "make_stage",
-    "register_aggregator",
-    "register_stage",
-    "validate_updates",
-    "validate_weights",
-])
+_EXPORTS = {
+    "ClientLevelDP": "trustfl.defenses.dp.component",
+    "SampleLevelDP": "trustfl.defenses.dp.component",
+    "DedupComponent": "trustfl.defenses.dedup.wiring",
+    "DedupSettings": "trustfl.defenses.dedup.settings",
+    "Aggregate": "trustfl.defenses.base",
+    "AggregateInfo": "trustfl.defenses.base",
+    "Aggregator": "trustfl.defenses.base",
+    "Bucketing": "trustfl.defenses.preagg",
+    "BudgetExhausted": "trustfl.defenses.dp",
+    "Bulyan": "trustfl.defenses.bulyan",
+    "CenteredClipping": "trustfl.defenses.centered_clipping",
+    "ClientClip": "trustfl.defenses.dp",
+    "ClientLevelAccountant": "trustfl.defenses.dp",
+    "ClientLevelSettings": "trustfl.defenses.dp",
+    "CoordinateMedian": "trustfl.defenses.coordinate",
+    "DPAdapterTraining": "trustfl.defenses.dp",
+    "DPCheckError": "trustfl.defenses.dp",
+    "DnC": "trustfl.defenses.dnc",
+    "FLAME": "trustfl.defenses.flame",
+    "FLTrust": "trustfl.defenses.fltrust",
+    "FLTrustRootHook": "trustfl.defenses.fltrust",
+    "FedAvg": "trustfl.defenses.fedavg",
+    "FoolsGold": "trustfl.defenses.foolsgold",
+    "GaussianNoise": "trustfl.defenses.dp",
+    "GeometricMedian": "trustfl.defenses.geomed",
+    "Krum": "trustfl.defenses.krum",
+    "MultiKrum": "trustfl.defenses.krum",
+    "NNM": "trustfl.defenses.preagg",
+    "NormClip": "trustfl.defenses.preagg",
+    "Pipeline": "trustfl.defenses.pipeline",
+    "PostStage": "trustfl.defenses.base",
+    "PreAggregator": "trustfl.defenses.base",
+    "PrivacySettings": "trustfl.defenses.dp",
+    "SampleLevelSettings": "trustfl.defenses.dp",
+    "TrimmedMean": "trustfl.defenses.coordinate",
+    "available_aggregators": "trustfl.defenses.registry",
+    "available_stages": "trustfl.defenses.registry",
+    "build_pipeline": "trustfl.defenses.registry",
+    "make_aggregator": "trustfl.defenses.registry",
+    "make_private": "trustfl.defenses.dp",
+    "make_stage": "trustfl.defenses.registry",
+    "noise_share": "trustfl.defenses.dp",
+    "register_aggregator": "trustfl.defenses.registry",
+    "register_stage": "trustfl.defenses.registry",
+    "validate_updates": "trustfl.defenses.base",
+    "validate_weights": "trustfl.defenses.base",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

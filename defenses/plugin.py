@@ -31,10 +31,53 @@ STAGES.register("pre", "dp_clip", f"{_D}.dp.client_level:ClientClip")
 STAGES.register("post", "dp_fedavg", f"{_D}.dp.client_level:GaussianNoise")
 
 
-def _build_pipeline(**kwargs):  # type: ignore[no-untyped-def]
+def _build_pipeline(wrap=None, **kwargs):  # type: ignore[no-untyped-def]
+    from trustfl.defenses.pipeline import Pipeline
     from trustfl.defenses.registry import build_pipeline
 
+    if wrap is not None:
+        return wrap if isinstance(wrap, Pipeline) else Pipeline(aggregator=wrap)
     return build_pipeline(**kwargs)
 
 
 register_pipeline_builder(_build_pipeline)
+
+
+def _privacy_components(config):  # type: ignore[no-untyped-def]
+    from trustfl.defenses.dp.component import from_config
+
+    return from_config(config)
+
+
+def _dedup_components(config):  # type: ignore[no-untyped-def]
+    from trustfl.defenses.dedup.wiring import from_config
+
+    return from_config(config)
+
+
+def _validate(config):  # type: ignore[no-untyped-def]
+    """Names and options of the server pipeline, and the DP / pipeline composition rules."""
+    from trustfl.defenses.dp.component import validate
+
+    config.server.build_pipeline()  # a bad stage name or option is reported with its field
+    if config.server.aggregator == "fltrust":
+        from trustfl.errors import ConfigError
+
+        raise ConfigError("server.aggregator: 'fltrust' needs the server's root-data update every round, which a "
+                          "config cannot supply yet; use FLTrust(root_update_fn=...) or FLTrustRootHook in code "
+                          "(docs/defenses.md)")
+    validate(config)
+
+
+def _register_sections() -> None:
+    from trustfl.defenses.dedup.settings import DedupSettings
+    from trustfl.defenses.dp.settings import PrivacySettings
+
+    register_section("privacy", PrivacySettings, owner="trustfl.defenses")
+    register_section("dedup", DedupSettings, owner="trustfl.defenses")
+
+
+_register_sections()
+register_component("trustfl.defenses.dp", _privacy_components)
+register_component("trustfl.defenses.dedup", _dedup_components)
+register_validator("trustfl.defenses", _validate)

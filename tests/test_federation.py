@@ -16,6 +16,7 @@ from trustfl.config import RunConfig
 from trustfl.errors import ConfigError, StopFederation
 from trustfl.federation import Federation
 from trustfl.rundir import RunDir
+from trustfl.types import DataAttackStage, UpdateAttackStage
 
 
 def _config(model_dir: str, **over) -> RunConfig:
@@ -115,14 +116,14 @@ def test_resume_with_a_different_config_is_refused(tiny_bert_dir, tmp_path):
         Federation(other, out_dir=tmp_path / "r", resume=True, progress=False).run()
 
 
-class FlipAll:
+class FlipAll(DataAttackStage):
     """Data attack for the hook test: every label becomes 0."""
 
-    def __call__(self, dataset, *, client_id, seed):
+    def __call__(self, dataset, *, client_id, seed, attackers):
         return dataset.map(lambda row: {"label": 0})
 
 
-class ScaleAttack:
+class ScaleAttack(UpdateAttackStage):
     """Update attack for the hook test: attackers send -10x their honest update; records what it saw."""
 
     omniscient = True
@@ -138,14 +139,17 @@ class ScaleAttack:
 def test_data_and_update_attack_hooks(tiny_bert_dir, tmp_path):
     attack = ScaleAttack()
     cfg = _config(tiny_bert_dir, federation__rounds=1)
-    fed = Federation(cfg, out_dir=tmp_path / "atk", data_attacks={1: FlipAll()}, update_attack=attack,
-                     attackers=[0], progress=False)
+    from trustfl.attacks import AttackComponent
+
+    fed = Federation(cfg, out_dir=tmp_path / "atk", progress=False,
+                     components=[AttackComponent(data_attacks={1: FlipAll()}, update_attack=attack, attackers=[0])])
     fed.run()
     assert set(fed.client_train[1]["label"]) == {0}
     assert len(set(fed.client_train[2]["label"])) == 2 or len(fed.client_train[2]) < 5
     run = RunDir(tmp_path / "atk")
     assert attack.seen == [(1, [0], (3, fed.layout.size))]
-    honest = Federation(cfg, out_dir=tmp_path / "honest", data_attacks={1: FlipAll()}, progress=False)
+    honest = Federation(cfg, out_dir=tmp_path / "honest", progress=False,
+                        components=[AttackComponent(data_attacks={1: FlipAll()})])
     honest.run()
     h = RunDir(tmp_path / "honest")
     torch.testing.assert_close(run.client_update(1, 0)[0], -10.0 * h.client_update(1, 0)[0])
@@ -156,10 +160,12 @@ def test_data_and_update_attack_hooks(tiny_bert_dir, tmp_path):
 
 def test_hook_misconfiguration_is_refused(tiny_bert_dir, tmp_path):
     cfg = _config(tiny_bert_dir)
+    from trustfl.attacks import AttackComponent
+
     with pytest.raises(ConfigError, match="out of range"):
-        Federation(cfg, out_dir=tmp_path / "x", attackers=[7], update_attack=ScaleAttack())
+        Federation(cfg, out_dir=tmp_path / "x", components=[AttackComponent(attackers=[7], update_attack=ScaleAttack())])
     with pytest.raises(ConfigError, match="no attackers"):
-        Federation(cfg, out_dir=tmp_path / "x", update_attack=ScaleAttack())
+        Federation(cfg, out_dir=tmp_path / "x", components=[AttackComponent(update_attack=ScaleAttack())])
 
     class PlainSum:
         def weighted_sum(self, updates, weights):
@@ -185,6 +191,48 @@ def test_secure_sum_hook_gives_the_fedavg_result(tiny_bert_dir, tmp_path):
     assert secure.calls == 1
     torch.testing.assert_close(RunDir(tmp_path / "s").global_vector(1), RunDir(tmp_path / "p").global_vector(1))
     assert RunDir(tmp_path / "s").client_ids(1) == []
+    # the server never held an individual update: no per-client norms or self-reported metrics are recorded
+    secure_metrics = RunDir(tmp_path / "s").metrics()[0]
+    assert "update_norms" not in secure_metrics and "client_metrics" not in secure_metrics
+
+
+class RecordingSum:
+    """A secure-sum hook computed in the clear that records the weights it was asked to use."""
+
+    def __init__(self):
+        self.weights = []
+
+    def weighted_sum(self, updates, weights):
+        self.weights.append(weights.clone())
+        return weights.to(updates.dtype) @ updates, float(weights.sum())
+
+
+def test_secure_sum_keeps_unweighted_fedavg_unweighted_and_runs_post_stages(tiny_bert_dir, tmp_path):
+    """Formerly the loop computed total / wsum itself: FedAvg(weighted=False) silently became weighted and
+    post-stages (DP noise) were silently skipped under secure aggregation."""
+    from trustfl.defenses import build_pipeline
+
+    cfg = _config(tiny_bert_dir, federation__rounds=1, federation__save_client_updates=False)
+    unweighted = {"aggregator": "fedavg", "aggregator_options": {"weighted": False}}
+    secure = RecordingSum()
+    Federation(cfg, out_dir=tmp_path / "s", pipeline=build_pipeline(**unweighted), secure_aggregation=secure,
+               progress=False).run()
+    Federation(cfg, out_dir=tmp_path / "p", pipeline=build_pipeline(**unweighted), progress=False).run()
+    assert torch.equal(secure.weights[0], torch.ones_like(secure.weights[0]))
+    torch.testing.assert_close(RunDir(tmp_path / "s").global_vector(1), RunDir(tmp_path / "p").global_vector(1))
+    from trustfl.types import Aggregate, PostStageBase
+
+    class Shift(PostStageBase):
+        def __init__(self, *, by: float = 1.0):
+            self.by = by
+
+        def __call__(self, aggregate, *, num_clients, generator=None, client_ids=None):
+            return Aggregate(aggregate.vector + self.by, aggregate.info)
+
+    shifted = build_pipeline(**unweighted)
+    shifted.post.append(Shift(by=1.0))
+    Federation(cfg, out_dir=tmp_path / "n", pipeline=shifted, secure_aggregation=RecordingSum(), progress=False).run()
+    torch.testing.assert_close(RunDir(tmp_path / "n").global_vector(1), RunDir(tmp_path / "s").global_vector(1) + 1.0)
 
 
 def test_callback_can_stop_the_run_cleanly(tiny_bert_dir, tmp_path):

@@ -16,18 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from trustfl import plugins
 from trustfl.errors import ConfigError
 from trustfl.models.lora import LoraSettings
-from trustfl.defenses.dp.settings import PrivacySettings
 
-__all__ = ["AttackSettings", "ClientSettings", "DataSettings", "DedupSettings", "FederationSettings", "ModelSettings",
-           "PartitionSettings", "RunConfig", "ServerSettings", "from_dict", "load_config", "parse_override",
-           "read_config_file"]
+__all__ = ["ClientSettings", "DataSettings", "FederationSettings", "ModelSettings", "PartitionSettings", "RunConfig",
+           "ServerSettings", "check", "from_dict", "load_config", "parse_override", "read_config_file"]
 
 
-def _check(cond: bool, path: str, msg: str) -> None:
+def check(cond: bool, path: str, msg: str) -> None:
+    """Raise ``ConfigError("<path>: <msg>")`` unless ``cond`` (the one way a config field is rejected)."""
     if not cond:
         raise ConfigError(f"{path}: {msg}")
+
+
+_check = check
 
 
 @dataclass
@@ -148,19 +151,14 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         _check(self.server_lr > 0, "server.server_lr", f"must be > 0, got {self.server_lr}")
-        from trustfl.defenses import build_pipeline
-
-        try:  # build once at load so a bad name or option is reported with its field
-            build_pipeline(aggregator=self.aggregator, aggregator_options=self.aggregator_options, pre=self.pre,
-                           post=self.post)
-        except ValueError as exc:
-            raise ConfigError(f"server: {exc}") from exc
+        for key in ("pre", "post"):
+            for k, spec in enumerate(getattr(self, key)):
+                _check(isinstance(spec.get("name"), str), f"server.{key}[{k}]",
+                       f"each stage needs a 'name' string, got {spec}")
 
     def build_pipeline(self) -> Any:
-        from trustfl.defenses import build_pipeline
-
-        return build_pipeline(aggregator=self.aggregator, aggregator_options=self.aggregator_options, pre=self.pre,
-                              post=self.post)
+        """The pipeline these names describe (built by the defenses plug-in's registered builder)."""
+        return plugins.build_pipeline(self)
 
 
 @dataclass
@@ -185,86 +183,18 @@ class FederationSettings:
         _check(self.eval_every >= 1, "federation.eval_every", f"must be >= 1, got {self.eval_every}")
 
 
-@dataclass
-class AttackSettings:
-    """Who attacks and how (robustness evaluations).
-
-    ``data`` and ``update`` are ``{name = "...", <options>}`` tables naming a registered attack
-    (``trustfl.attacks.available_attacks("data" | "update")``). Attackers are the client ids in
-    ``attackers``, or ``round(fraction * num_clients)`` clients drawn with the run seed.
-    """
-
-    data: dict[str, Any] | None = None
-    update: dict[str, Any] | None = None
-    attackers: list[int] | None = None
-    fraction: float | None = None
-
-    def __post_init__(self) -> None:
-        _check(self.attackers is None or self.fraction is None, "attack", "set attackers or fraction, not both")
-        _check(self.fraction is None or 0 < self.fraction < 1, "attack.fraction",
-               f"must be in (0, 1), got {self.fraction}")
-        active = self.data is not None or self.update is not None
-        _check(not active or self.attackers is not None or self.fraction is not None, "attack",
-               "an attack is configured but no attackers: set attack.attackers or attack.fraction")
-        from trustfl.attacks import make_attack
-
-        for kind in ("data", "update"):
-            spec = getattr(self, kind)
-            if spec is not None:
-                try:
-                    make_attack(kind, spec)  # type: ignore[arg-type]
-                except ValueError as exc:
-                    raise ConfigError(f"attack.{kind}: {exc}") from exc
-
-    @property
-    def active(self) -> bool:
-        return self.data is not None or self.update is not None
-
-
-@dataclass
-class DedupSettings:
-    """Near-duplicate removal over the clients' training records before training (docs/dedup.md).
-
-    Runs after the per-client holdout split and before data attacks; in every duplicate cluster
-    (within or across clients) one record is kept (smallest client id, then index) and the rest
-    dropped. ``methods``: ``exact`` (keyed HMAC), ``lexical`` (keyed MinHash over ``ngram``
-    character/word shingles), ``semantic`` (SimHash of MiniLM embeddings; loads the FM).
-    ``key_file``: the key shared by clients (created if missing); unset, the key is derived
-    from the run seed so a run is reproducible (a simulation: the seed is not secret).
-    """
-
-    enabled: bool = False
-    methods: list[str] = field(default_factory=lambda: ["exact", "lexical"])
-    jaccard_threshold: float = 0.7
-    semantic_threshold: float = 0.9
-    num_perm: int = 128
-    shingle: Literal["char", "word"] = "char"
-    ngram: int = 5
-    simhash_bits: int = 256
-    confirm: bool = True
-    confirm_margin: float = 0.1
-    key_file: str | None = None
-
-    def __post_init__(self) -> None:
-        valid = ["exact", "lexical", "semantic"]
-        bad = [m for m in self.methods if m not in valid]
-        _check(not bad and bool(self.methods), "dedup.methods",
-               f"must be a non-empty subset of {valid}, got {self.methods}")
-        _check(len(set(self.methods)) == len(self.methods), "dedup.methods", f"has repeated entries: {self.methods}")
-        _check(0 < self.jaccard_threshold <= 1, "dedup.jaccard_threshold",
-               f"must be in (0, 1], got {self.jaccard_threshold}")
-        _check(-1 < self.semantic_threshold <= 1, "dedup.semantic_threshold",
-               f"must be in (-1, 1], got {self.semantic_threshold}")
-        _check(self.num_perm >= 8, "dedup.num_perm", f"must be >= 8, got {self.num_perm}")
-        _check(self.ngram >= 1, "dedup.ngram", f"must be >= 1, got {self.ngram}")
-        _check(self.simhash_bits >= 8 and self.simhash_bits % 8 == 0, "dedup.simhash_bits",
-               f"must be a positive multiple of 8, got {self.simhash_bits}")
-        _check(0 <= self.confirm_margin < 1, "dedup.confirm_margin", f"must be in [0, 1), got {self.confirm_margin}")
+_CORE_SECTIONS = ("seed", "name", "model", "lora", "data", "partition", "client", "server", "federation")
 
 
 @dataclass
 class RunConfig:
-    """A whole federated run. ``seed`` drives every random choice (same config + seed = same run)."""
+    """A whole federated run. ``seed`` drives every random choice (same config + seed = same run).
+
+    Core sections are fields; plug-in sections (``[attack]``, ``[privacy]``, ``[dedup]``, ...)
+    are registered by their plug-ins (:mod:`trustfl.plugins`) and live in ``sections``, read as
+    attributes (``config.privacy``). After the sections are built, every plug-in's cross-section
+    check runs (e.g. client-level DP needs unweighted FedAvg).
+    """
 
     seed: int = 0
     name: str = "run"
@@ -275,27 +205,34 @@ class RunConfig:
     client: ClientSettings = field(default_factory=ClientSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     federation: FederationSettings = field(default_factory=FederationSettings)
-    attack: AttackSettings = field(default_factory=AttackSettings)
-    privacy: PrivacySettings = field(default_factory=PrivacySettings)
-    dedup: DedupSettings = field(default_factory=DedupSettings)
+    sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        registered = plugins.sections()
+        unknown = sorted(set(self.sections) - set(registered))
+        _check(not unknown, "config", f"unknown section(s) {unknown}; plug-in sections: {sorted(registered)}")
+        for name, section in registered.items():
+            value = self.sections.get(name)
+            if value is None:
+                self.sections[name] = section.settings()
+            elif isinstance(value, dict):
+                self.sections[name] = from_dict(section.settings, value, name)
+            elif not isinstance(value, section.settings):
+                raise ConfigError(f"{name}: expected a table or {section.settings.__name__}, got {type(value).__name__}")
         fed, part = self.federation, self.partition
-        if self.privacy.client is not None:
-            srv = self.server
-            _check(srv.aggregator == "fedavg" and srv.aggregator_options.get("weighted") is False,
-                   "server.aggregator_options.weighted",
-                   f"client-level DP (privacy.client) needs aggregator = 'fedavg' with weighted = false (equal "
-                   f"weights bound one client's influence by C/m), got aggregator={srv.aggregator!r}, "
-                   f"aggregator_options={srv.aggregator_options}")
-            dp_stages = [s.get("name") for s in [*srv.pre, *srv.post] if str(s.get("name", "")).startswith("dp_")]
-            _check(not dp_stages, "server.pre/server.post",
-                   f"privacy.client adds the dp_clip / dp_fedavg stages itself; remove {dp_stages}")
-        bad = [a for a in self.attack.attackers or [] if not 0 <= a < part.num_clients]
-        _check(not bad, "attack.attackers", f"ids {bad} out of range [0, {part.num_clients - 1}]")
         if fed.clients_per_round is not None:
             _check(fed.clients_per_round <= part.num_clients, "federation.clients_per_round",
                    f"{fed.clients_per_round} exceeds partition.num_clients = {part.num_clients}")
+        for validate in plugins.validators():
+            validate(self)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "sections":
+            raise AttributeError(name)
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"RunConfig has no field or section {name!r}; sections: {sorted(sections)}")
 
     @property
     def clients_per_round(self) -> int:
@@ -307,11 +244,30 @@ class RunConfig:
         return self.partition.num_clients
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Core fields and every plug-in section at the top level, as the config file states them."""
+        out = {name: getattr(self, name) for name in _CORE_SECTIONS}
+        out = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in out.items()}
+        for name, value in sorted(self.sections.items()):
+            out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
-        return from_dict(cls, data)
+        registered = plugins.sections()
+        core = {k: v for k, v in data.items() if k not in registered}
+        unknown = sorted(set(core) - set(_CORE_SECTIONS))
+        if unknown:
+            raise ConfigError(f"config: unknown key(s) {unknown}; valid keys: "
+                              f"{[*_CORE_SECTIONS, *sorted(registered)]}")
+        sections = {}
+        for name in registered:
+            if name in data:
+                value = data[name]
+                _check(isinstance(value, dict), name, f"must be a table/section, got {type(value).__name__}")
+                sections[name] = from_dict(registered[name].settings, value, name)
+        config = from_dict(cls, core)
+        # rebuild with the sections so the plug-in checks see them (from_dict built defaults)
+        return cls(**{k: getattr(config, k) for k in _CORE_SECTIONS}, sections=sections)
 
 
 # ---------------------------------------------------------------------- generic loading
@@ -422,8 +378,10 @@ def read_config_file(path: str | Path, overrides: dict[str, Any] | None = None) 
             data = yaml.safe_load(text) or {}
         else:
             raise ConfigError(f"config file {str(p)!r}: expected a .toml, .yaml or .yml file")
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
+    except ConfigError:
+        raise
+    except Exception as exc:  # TOML/YAML syntax errors (yaml.YAMLError is no ValueError) get one clear line
+        if not isinstance(exc, (tomllib.TOMLDecodeError, ValueError)) and type(exc).__module__.split(".")[0] != "yaml":
             raise
         raise ConfigError(f"config file {str(p)!r} is not valid {p.suffix[1:].upper()}: {exc}") from exc
     if not isinstance(data, dict):

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from trustfl.errors import ConfigError
 from trustfl.registry import Registry
 
-__all__ = ["ATTACKS", "BUILTIN_PLUGINS", "STAGES", "Section", "build_components", "build_pipeline", "load_plugins",
+__all__ = ["ATTACKS", "BUILTIN_PLUGINS", "STAGES", "Section", "as_pipeline", "build_components", "build_pipeline", "load_plugins",
            "register_component", "register_pipeline_builder", "register_section", "register_validator", "sections",
            "validators"]
 log = logging.getLogger(__name__)
@@ -108,6 +108,14 @@ def build_components(config: Any) -> list[Any]:
     if dup:
         raise ConfigError(f"run components: duplicate names {dup}")
     return out
+
+
+def as_pipeline(obj: Any) -> Any:
+    """A pipeline given in code: a pipeline as is, a bare aggregator wrapped in one (per-client checks)."""
+    load_plugins()
+    if not _PIPELINE_BUILDER:
+        raise ConfigError("pipeline: no aggregation plug-in is installed (trustfl.defenses registers it)")
+    return _PIPELINE_BUILDER[0](wrap=obj)
 
 
 def build_pipeline(server: Any) -> Any:

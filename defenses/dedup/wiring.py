@@ -1,4 +1,8 @@
-"""Dedup as a step of the federated loop (``[dedup] enabled = true`` in a run config)."""
+"""Dedup as a run component of the federated loop (``[dedup] enabled = true`` in a run config).
+
+Runs on the client side after the per-client holdout split and before data attacks: clients
+send keyed codes, the server finds candidate pairs, clients confirm and drop their duplicates.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ import numpy as np
 from trustfl.defenses.dedup.errors import DedupError
 from trustfl.defenses.dedup.keys import key_for_run
 from trustfl.defenses.dedup.protocol import deduplicate
+from trustfl.types import ClientDataContext, RunComponent, RunContext
 
-__all__ = ["deduplicate_clients"]
+__all__ = ["DedupComponent", "deduplicate_clients", "from_config"]
 log = logging.getLogger(__name__)
 
 
@@ -53,3 +58,29 @@ def deduplicate_clients(train: dict[int, Any], config: Any, *, progress: bool = 
              result.num_dropped, result.num_records, counts["clusters"], counts["cross_client_clusters"],
              counts["pairs"])
     return kept, summary
+
+
+class DedupComponent(RunComponent):
+    """Near-duplicate removal over the clients' training records (docs/dedup.md)."""
+
+    name = "dedup"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.summary: dict[str, Any] | None = None
+        self.progress = False
+
+    def setup(self, context: RunContext) -> None:
+        self.progress = context.progress
+
+    def prepare_clients(self, data: ClientDataContext) -> dict[int, tuple[Any, Any]]:
+        kept, self.summary = deduplicate_clients({cid: tr for cid, (tr, _) in data.splits.items()}, self.config,
+                                                 progress=self.progress)
+        return {cid: (kept[cid], ho) for cid, (_, ho) in data.splits.items()}
+
+    def manifest(self) -> dict[str, Any]:
+        return {"dedup": self.summary}
+
+
+def from_config(config: Any) -> list[RunComponent]:
+    return [DedupComponent(config)] if config.dedup.enabled else []

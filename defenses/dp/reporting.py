@@ -28,8 +28,7 @@ class BudgetExhausted(StopFederation):
     """The next round would exceed the privacy budget; ``metrics`` are this round's privacy metrics."""
 
     def __init__(self, reason: str, metrics: dict[str, Any]) -> None:
-        super().__init__(reason)
-        self.metrics = metrics
+        super().__init__(reason, metrics)
 
 
 class ClientLevelAccountant:

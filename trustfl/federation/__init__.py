@@ -1,32 +1,31 @@
 """The federated LoRA loop, its client trainer, engines and plug-in hooks."""
 
-from trustfl.federation.client import Batcher, LocalTrainer, to_examples
-from trustfl.federation.engine import Engine, LocalEngine
-from trustfl.federation.evaluate import evaluate, majority_baseline
-from trustfl.federation.hooks import (AttackContext, ClientPrivacy, ClientResult, DataAttack, PrivacyContext,
-                                      RoundCallback, RoundReport, SecureAggregator, UpdateAttack)
-from trustfl.federation.loop import Federation, RunSummary
-from trustfl.seeding import derive_seed, generator
+from trustfl.lazy import lazy_exports
 
-__all__ = sorted([
-    "AttackContext",
-    "Batcher",
-    "ClientPrivacy",
-    "ClientResult",
-    "DataAttack",
-    "Engine",
-    "Federation",
-    "LocalEngine",
-    "LocalTrainer",
-    "PrivacyContext",
-    "RoundCallback",
-    "RoundReport",
-    "RunSummary",
-    "SecureAggregator",
-    "UpdateAttack",
-    "derive_seed",
-    "evaluate",
-    "generator",
-    "majority_baseline",
-    "to_examples",
-])
+_EXPORTS = {
+    "AttackContext": "trustfl.federation.hooks",
+    "Batcher": "trustfl.federation.client",
+    "ClientPrivacy": "trustfl.federation.hooks",
+    "ClientResult": "trustfl.federation.hooks",
+    "DataAttack": "trustfl.federation.hooks",
+    "Engine": "trustfl.federation.engine",
+    "Federation": "trustfl.federation.loop",
+    "FederatedClient": "trustfl.federation.clients",
+    "RoundOutcome": "trustfl.federation.server",
+    "ServerRound": "trustfl.federation.server",
+    "LocalEngine": "trustfl.federation.engine",
+    "LocalTrainer": "trustfl.federation.client",
+    "PrivacyContext": "trustfl.federation.hooks",
+    "RoundCallback": "trustfl.federation.hooks",
+    "RoundReport": "trustfl.federation.hooks",
+    "RunSummary": "trustfl.federation.loop",
+    "SecureAggregator": "trustfl.federation.hooks",
+    "UpdateAttack": "trustfl.federation.hooks",
+    "derive_seed": "trustfl.seeding",
+    "evaluate": "trustfl.federation.evaluate",
+    "generator": "trustfl.seeding",
+    "majority_baseline": "trustfl.federation.evaluate",
+    "to_examples": "trustfl.federation.client",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -174,7 +174,7 @@ class LocalTrainer:
                                  planned_steps=budget)
         # A privacy hook may supply the module to run forward through (e.g. Opacus's wrapper) and a
         # per-sample-aware loss `loss(logits, batch, client_id=...)`; without one, HF's internal loss.
-        loss_fn = getattr(self.privacy, "loss", None) if self.privacy is not None else None
+        loss_fn = self.privacy.loss if self.privacy is not None and self.privacy.custom_loss else None
         forward_model: nn.Module | None = None
         if self.privacy is not None:
             model, optimizer, loader = self.privacy.prepare(model, optimizer, loader, context=context)

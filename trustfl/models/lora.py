@@ -30,7 +30,7 @@ class LoraSettings:
         target_modules: module names to adapt; ``["auto"]`` uses peft's per-architecture
             defaults (BERT: query, value; Llama: q_proj, v_proj).
         layers: ``"all"`` or explicit block indices that get adapters.
-        top_layers: if set, adapters only on the top ``k`` blocks (overrides ``layers``).
+        top_layers: if set, adapters only on the top ``k`` blocks (then ``layers`` must stay ``"all"``).
         cache_prefix: with ``top_layers``, compute the frozen bottom blocks once per record
             and train only the top blocks (see :mod:`trustfl.models.prefix_cache`).
         prefix_cache_dir: also keep those outputs in this folder, shared by later runs with the
@@ -61,6 +61,9 @@ class LoraSettings:
                               f"got {self.layers!r}")
         if self.top_layers is not None and self.top_layers < 1:
             raise ConfigError(f"lora.top_layers: must be >= 1 or unset, got {self.top_layers}")
+        if self.top_layers is not None and self.layers != "all":
+            raise ConfigError(f"lora.top_layers: set either top_layers ({self.top_layers}) or an explicit "
+                              f"layers list ({self.layers}), not both")
 
 
 def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -173,6 +173,10 @@ class RunDir:
         tensors, _ = self._load(rec["state"], ("state", round))
         return tensors
 
+    def component_state(self, round: int) -> dict[str, Any]:
+        """JSON state of the run components committed with ``round`` (empty when none was recorded)."""
+        return dict(self._record(round).get("components") or {})
+
     def metrics(self) -> list[dict[str, Any]]:
         """One dict per committed round (with key ``"round"``); NaN/Inf were recorded as ``None``."""
         problem, committed, _ = self._check_metrics()

@@ -245,8 +245,10 @@ class RunWriter:
         client_updates: Mapping[str | int, tuple[torch.Tensor, int]] | None = None,
         metrics: Mapping[str, Any] | None = None,
         state: Mapping[str, torch.Tensor] | None = None,
+        component_state: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record and commit one round.
+        """Record and commit one round (one manifest commit, whatever the round carries).
 
         Everything is validated before anything is written; on any error the previous
         round stays the last committed one.
@@ -260,6 +262,9 @@ class RunWriter:
             metrics: JSON-able dict; numpy/torch scalars are converted, NaN/Inf are written
                 as ``null``. The key ``"round"`` is reserved.
             state: server state tensors (any shapes/dtypes) needed to resume.
+            component_state: JSON state of the run components (accountants, ...) needed to
+                resume, by component name; recorded in the round's manifest entry.
+            extra: merged into the manifest's ``extra`` dict in the same commit (e.g. ε so far).
 
         Raises:
             RoundOrderError: ``round`` is not ``completed_rounds + 1`` or round 0 is missing.
@@ -282,6 +287,9 @@ class RunWriter:
         updates = self._validate_updates(round, client_updates)
         metrics_json = self._validate_metrics(round, metrics)
         state = self._validate_state(round, state)
+        components = to_jsonable(dict(component_state or {}), where=f"component_state of round {round}",
+                                 nan="raise")
+        extra_json = to_jsonable(dict(extra or {}), where="extra", nan="raise")
 
         self._discard_uncommitted()
         manifest = copy.deepcopy(self._manifest)
@@ -308,9 +316,11 @@ class RunWriter:
                 "global": grel,
                 "updates": record_updates,
                 "state": srel,
+                "components": components,
                 "metrics": metrics_json,
             }
         )
+        manifest["extra"].update(extra_json)
         manifest["completed_rounds"] = round
         self._commit(manifest)
         self._metrics_bytes = metrics_bytes

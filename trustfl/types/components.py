@@ -136,7 +136,11 @@ class RunComponent:
         return []
 
     def manifest(self) -> dict[str, Any]:
-        """JSON facts for the run manifest (settings, summaries)."""
+        """JSON facts for the run manifest's ``extra`` (settings, summaries), written when the run is created."""
+        return {}
+
+    def manifest_update(self) -> dict[str, Any]:
+        """Facts to merge into the manifest's ``extra`` with each round's commit (e.g. ε so far)."""
         return {}
 
     # ------------------------------------------------------------------ per round

@@ -25,7 +25,8 @@ __all__ = ["AggregatorStage", "ClientPrivacyHook", "DataAttackStage", "PostStage
 
 _CONTRACT = {"check_tolerance", "tolerance_after", "state_dict", "load_state_dict", "get_config",
              "requires_individual_updates", "stateful", "claims_robustness", "tracks_clients", "omniscient",
-             "success_set", "prepare", "finish", "loss", "custom_loss", "state_json", "load_state_json"}
+             "success_set", "prepare", "finish", "loss", "custom_loss", "state_json", "load_state_json",
+             "sum_weights", "from_sum"}
 
 
 def config_value(value: Any) -> Any:
@@ -147,11 +148,34 @@ def _defined_below(cls: type, root: type) -> set[str]:
 
 
 class AggregatorStage(Stage):
-    """``(updates[n, d], weights[n] | None) -> Aggregate``; must not mutate its input."""
+    """``(updates[n, d], weights[n] | None) -> Aggregate``; must not mutate its input.
+
+    An aggregator with ``requires_individual_updates = False`` runs under secure aggregation: it
+    must implement :meth:`sum_weights` (the per-client weights the secure sum uses) and
+    :meth:`from_sum` (its result from that sum); defining the class without them is a ``TypeError``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.requires_individual_updates:
+            missing = {"sum_weights", "from_sum"} - _defined_below(cls, AggregatorStage)
+            if missing:
+                raise TypeError(f"{cls.__name__} sets requires_individual_updates = False but does not implement "
+                                f"{sorted(missing)}; both are needed to aggregate a secure sum")
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
                  generator: torch.Generator | None = None, client_ids: Sequence[int] | None = None) -> Aggregate:
         raise NotImplementedError
+
+    def sum_weights(self, weights: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The float64 weights ``[n]`` a secure sum must use for this aggregator (sum-only aggregators)."""
+        raise NotImplementedError(f"{type(self).__name__} needs individual updates (requires_individual_updates "
+                                  "= True); it cannot run on a secure sum")
+
+    def from_sum(self, total: torch.Tensor, weight_sum: float, *, num_clients: int) -> Aggregate:
+        """This aggregator's result from ``sum_i w_i x_i`` and ``sum_i w_i`` (sum-only aggregators)."""
+        raise NotImplementedError(f"{type(self).__name__} needs individual updates (requires_individual_updates "
+                                  "= True); it cannot run on a secure sum")
 
 
 class PreStage(Stage):

@@ -1,0 +1,158 @@
+"""Differential privacy as run components (built from ``[privacy]``, or from hooks passed in code).
+
+* :class:`SampleLevelDP` supplies the client-side DP-SGD hook, reports ε per client after every
+  round and carries each client's accountant across a resume.
+* :class:`ClientLevelDP` adds DP-FedAvg's clipping (last pre-stage) and Gaussian noise (first
+  post-stage) to the pipeline, accounts every round, refuses to train a round whose ε would
+  exceed ``max_epsilon`` (checked *before* the round, so also on resume), and carries the
+  number of accounted rounds across a resume.
+Both report ε in the round's metrics and in the manifest's ``extra["privacy"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trustfl.defenses.dp.accounting import noise_multiplier_for
+from trustfl.defenses.dp.client_level import ClientClip, GaussianNoise, update_noise_multiplier
+from trustfl.defenses.dp.reporting import BudgetExhausted, ClientLevelAccountant, SampleLevelReport
+from trustfl.errors import ConfigError, StopFederation
+from trustfl.types import ClientPrivacyHook, RoundReport, RunComponent
+
+__all__ = ["ClientLevelDP", "SampleLevelDP", "from_config"]
+
+
+class SampleLevelDP(RunComponent):
+    """Sample-level DP of each client's local training through ``hook`` (e.g. :class:`DPAdapterTraining`)."""
+
+    name = "privacy_sample"
+
+    def __init__(self, hook: ClientPrivacyHook) -> None:
+        if not isinstance(hook, ClientPrivacyHook):
+            raise TypeError(f"privacy: {hook!r} is not a trustfl.types.ClientPrivacyHook")
+        self.hook = hook
+        from trustfl.defenses.dp.sample_level import DPAdapterTraining
+
+        # a user's own hook reports through its finish() metrics; trustfl's reports ε per client too
+        self._report = SampleLevelReport(hook) if isinstance(hook, DPAdapterTraining) else None
+
+    def client_privacy(self) -> ClientPrivacyHook:
+        return self.hook
+
+    def manifest(self) -> dict[str, Any]:
+        return {"privacy_sample_hook": {"class": type(self.hook).__name__, **self.hook.get_config()}}
+
+    def after_round(self, report: RoundReport) -> dict[str, Any]:
+        return {self.name: self._report.summary()} if self._report is not None else {}
+
+    def manifest_update(self) -> dict[str, Any]:
+        return {"privacy": {"sample": self._report.summary()}} if self._report is not None else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"accountants": self.hook.state_json()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "accountants" not in state:
+            raise ConfigError("resume: the run has rounds but no sample-level accountant state; it was not run "
+                              "with this privacy hook, so its epsilon cannot be continued")
+        self.hook.load_state_json(state["accountants"])
+
+
+class ClientLevelDP(RunComponent):
+    """DP-FedAvg (McMahan et al. 2018) with optional adaptive clipping (Andrew et al. 2021)."""
+
+    name = "privacy_client"
+
+    def __init__(self, *, clip: ClientClip, noise: GaussianNoise, accountant: ClientLevelAccountant) -> None:
+        self.clip, self.noise, self.accountant = clip, noise, accountant
+        self.rounds_accounted = 0
+
+    def configure_pipeline(self, pipeline: Any) -> Any:
+        if any(isinstance(s, (ClientClip, GaussianNoise)) for s in pipeline.stages):
+            raise ConfigError("privacy.client: the pipeline already has DP-FedAvg stages; the component adds "
+                              "ClientClip and GaussianNoise itself")
+        pipeline.pre.append(self.clip)
+        pipeline.post.insert(0, self.noise)
+        return pipeline
+
+    def check_budget(self, round: int) -> None:
+        acc = self.accountant
+        if acc.max_epsilon is None:
+            return
+        after = acc.ledger.epsilon(extra=(acc.noise_multiplier, acc.sample_rate, 1))
+        if after > acc.max_epsilon:
+            raise StopFederation(f"client-level privacy budget: round {round} would raise epsilon from "
+                                 f"{acc.ledger.epsilon():.4g} to {after:.4g} > max_epsilon={acc.max_epsilon}; "
+                                 "the run is finished (raise max_epsilon in a new run to train further)")
+
+    def after_round(self, report: RoundReport) -> dict[str, Any]:
+        try:
+            out = self.accountant(report)
+        except BudgetExhausted:
+            self.rounds_accounted += 1
+            raise
+        self.rounds_accounted += 1
+        return out
+
+    def manifest(self) -> dict[str, Any]:
+        return {"privacy_client_stages": {"noise": self.noise.get_config(), "clip": self.clip.get_config(),
+                                             "sample_rate": self.accountant.sample_rate}}
+
+    def manifest_update(self) -> dict[str, Any]:
+        return {"privacy": {"client": self.accountant.summary()}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rounds_accounted": self.rounds_accounted}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "rounds_accounted" not in state:
+            raise ConfigError("resume: the run has rounds but no client-level accountant state; it was not run "
+                              "with privacy.client, so its epsilon cannot be continued")
+        self.rounds_accounted = int(state["rounds_accounted"])
+        self.accountant.restore(self.rounds_accounted)
+
+
+def from_config(config: Any) -> list[RunComponent]:
+    """The ``[privacy]`` section as components (none when it is empty)."""
+    from trustfl.defenses.dp.sample_level import DPAdapterTraining
+
+    settings, out = config.privacy, []
+    if settings.sample is not None:
+        out.append(SampleLevelDP(DPAdapterTraining.from_settings(settings.sample, rounds=config.federation.rounds,
+                                                                 task=config.model.task)))
+    c = settings.client
+    if c is not None:
+        q = config.clients_per_round / config.partition.num_clients
+        z = c.noise_multiplier
+        if z is None:
+            assert c.target_epsilon is not None
+            z = noise_multiplier_for(target_epsilon=c.target_epsilon, delta=c.delta, sample_rate=q,
+                                     steps=config.federation.rounds)
+        count_std = (c.count_noise_std if c.count_noise_std is not None else config.clients_per_round / 20.0) \
+            if c.adaptive else None
+        try:
+            update_noise_multiplier(z, count_std)  # fail now, not in round 1
+            out.append(ClientLevelDP(
+                clip=ClientClip(clip_norm=c.clip_norm, adaptive=c.adaptive, target_quantile=c.target_quantile,
+                                clip_lr=c.clip_lr, count_noise_std=count_std),
+                noise=GaussianNoise(noise_multiplier=z),
+                accountant=ClientLevelAccountant(noise_multiplier=z, sample_rate=q, delta=c.delta,
+                                                 max_epsilon=c.max_epsilon)))
+        except ValueError as exc:
+            raise ConfigError(f"privacy.client: {exc}") from exc
+    return out
+
+
+def validate(config: Any) -> None:
+    """Cross-section check: client-level DP bounds one client's influence only with unweighted FedAvg."""
+    if config.privacy.client is None:
+        return
+    srv = config.server
+    if not (srv.aggregator == "fedavg" and srv.aggregator_options.get("weighted") is False):
+        raise ConfigError(f"server.aggregator_options.weighted: client-level DP (privacy.client) needs aggregator "
+                          f"= 'fedavg' with weighted = false (equal weights bound one client's influence by C/m), "
+                          f"got aggregator={srv.aggregator!r}, aggregator_options={srv.aggregator_options}")
+    dp_stages = [s.get("name") for s in [*srv.pre, *srv.post] if str(s.get("name", "")).startswith("dp_")]
+    if dp_stages:
+        raise ConfigError(f"server.pre/server.post: privacy.client adds the dp_clip / dp_fedavg stages itself; "
+                          f"remove {dp_stages}")

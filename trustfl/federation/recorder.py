@@ -1,0 +1,75 @@
+"""Open (or resume) a run's directory and commit each round, with all resume state in one commit.
+
+Resume state has one home: the round's commit holds the pipeline's tensors (``state/``) and every
+run component's JSON state (the manifest's round record); resuming loads both from the last
+complete round. Nothing is read back from metrics.jsonl to restore state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from trustfl.errors import ConfigError
+from trustfl.rundir import RunDir, RunWriter
+from trustfl.types import PipelineLike, RunComponent
+
+__all__ = ["OpenedRun", "commit_round", "open_run"]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OpenedRun:
+    writer: RunWriter
+    global_vector: torch.Tensor
+    start_round: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def open_run(out_dir: Path, *, config: Any, layout: Any, initial: torch.Tensor, fingerprints: dict[str, str],
+             extra: dict[str, Any], pipeline: PipelineLike, components: Sequence[RunComponent], resume: bool,
+             overwrite: bool) -> OpenedRun:
+    """Create the run directory (round 0 = ``initial``) or resume it after its last complete round."""
+    if not resume:
+        writer = RunWriter.create(out_dir, config=config.to_dict(), layout=layout.to_dict(),
+                                  seeds={"seed": config.seed}, fingerprints=fingerprints, extra=extra,
+                                  overwrite=overwrite)
+        writer.write_initial(initial)
+        return OpenedRun(writer=writer, global_vector=initial.clone(), start_round=1)
+    writer = RunWriter.resume(out_dir, config=config.to_dict())
+    done = writer.completed_rounds
+    reader = RunDir(out_dir)
+    stored = reader.manifest.get("fingerprints", {})
+    if stored and stored != fingerprints:
+        diff = sorted(k for k in set(stored) | set(fingerprints) if stored.get(k) != fingerprints.get(k))
+        raise ConfigError(f"resume: the data differs from the original run ({diff[:4]}...)")
+    if done > 0:
+        if reader.manifest["rounds"][done].get("state"):
+            pipeline.load_state_dict(reader.state(done))
+        states = reader.component_state(done)
+        for component in components:
+            component.load_state_dict(states.get(component.name, {}))
+    log.info("resuming %s after round %d", out_dir, done)
+    return OpenedRun(writer=writer, global_vector=reader.global_vector(done).clone(), start_round=done + 1,
+                     history=reader.metrics())
+
+
+def commit_round(writer: RunWriter, round: int, *, global_vector: torch.Tensor, metrics: dict[str, Any],
+                 client_updates: dict[int, tuple[torch.Tensor, int]] | None, pipeline: PipelineLike,
+                 components: Sequence[RunComponent]) -> None:
+    """One atomic commit: global, updates, metrics, pipeline tensors, component state, manifest facts."""
+    extra: dict[str, Any] = {}
+    for component in components:
+        for key, value in component.manifest_update().items():
+            if isinstance(value, dict) and isinstance(extra.get(key), dict):
+                extra[key] = {**extra[key], **value}
+            else:
+                extra[key] = value
+    writer.write_round(round, global_vector=global_vector, client_updates=client_updates, metrics=metrics,
+                       state=pipeline.state_dict() or None,
+                       component_state={c.name: c.state_dict() for c in components if c.state_dict()},
+                       extra=extra)
