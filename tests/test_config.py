@@ -28,7 +28,7 @@ def test_examples_load():
     ({"partition": {"scheme": "iid", "alpha": 0.1}}, r"partition\.alpha: only applies to scheme = 'dirichlet'"),
     ({"partition": {"key_column": "account"}}, r"partition\.key_column: only applies to scheme = 'key'"),
     ({"server": {"aggregator": "nope"}}, r"server: unknown aggregator 'nope'; valid names: \["),
-    ({"server": {"pre": [{"max_norm": 1}]}}, r"server: pre\[0\]: each stage needs a 'name'"),
+    ({"server": {"pre": [{"max_norm": 1}]}}, r"server\.pre\[0\]: each stage needs a 'name'"),
     ({"server": {"pre": [{"name": "nope"}]}}, r"server: unknown pre 'nope'"),
     ({"server": {"aggregator_options": {"wieghted": False}}}, r"server: aggregator 'fedavg': bad options"),
     ({"federation": {"fraction": 0.5, "clients_per_round": 2}}, r"either clients_per_round or fraction"),

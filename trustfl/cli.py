@@ -41,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for m in summary.history:
         ev = m.get("eval", {})
         table.add_row(str(m["round"]), *[f"{ev[k]:.4f}" if k in ev else "-" for k in keys],
-                      f"{m['train_loss']:.4f}", f"{m['time']['clients_s']:.1f}")
+                      f"{m['train_loss']:.4f}" if "train_loss" in m else "-", f"{m['time']['clients_s']:.1f}")
     console.print(table)
     if summary.baseline_accuracy is not None:
         console.print(f"majority-class baseline accuracy: {summary.baseline_accuracy:.4f}")
@@ -74,9 +74,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(paths["md"].read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")
-    failed = sum(1 for r in rows if r["status"] != "ok")
+    failed = [r for r in rows if r["status"] != "ok"]
     if failed:
-        print(f"{failed} cell(s) failed; see results.md (rerun with --retry-failed)", file=sys.stderr)
+        crashed = [r["cell"] for r in failed if r["status"] == "crashed"]
+        print(f"{len(failed)} cell(s) failed ({len(crashed)} crashed: a bug, traceback in their result.json); see "
+              "results.md (rerun with --retry-failed)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -95,30 +98,9 @@ def _cmd_dedup(args: argparse.Namespace) -> int:
 
 
 def _add_dedup_parser(sub: Any) -> None:
-    dd = sub.add_parser("dedup", help="find exact/near-duplicate records within and across clients' files",
-                        description="Distributed near-duplicate detection on files (docs/dedup.md): keyed codes per "
-                                    "client, FAISS search, clusters, keep one record per cluster.")
-    dd.add_argument("files", nargs="+", help="one .csv/.json/.jsonl/.txt file per client (or one file with "
-                                             "--client-column)")
-    dd.add_argument("--client-column", default=None, help="column holding each record's client (one input file)")
-    dd.add_argument("--text-column", default="text", help="text column of .csv/.json/.jsonl files (default: text)")
-    dd.add_argument("--key-file", required=True, help="the clients' shared key (hex, mode 0600); created if missing")
-    dd.add_argument("--methods", default="exact,lexical", help="comma list of exact,lexical,semantic "
-                                                                "(default: exact,lexical)")
-    dd.add_argument("--jaccard-threshold", type=float, default=0.7, help="lexical: estimated Jaccard >= this")
-    dd.add_argument("--semantic-threshold", type=float, default=0.9, help="semantic: embedding cosine >= this")
-    dd.add_argument("--num-perm", type=int, default=128, help="MinHash signature length")
-    dd.add_argument("--shingle", choices=["char", "word"], default="char", help="shingle unit (default: char)")
-    dd.add_argument("--ngram", type=int, default=5, help="shingle length in characters/words (default: 5)")
-    dd.add_argument("--shard-size", type=int, default=None, help="records per FAISS index shard")
-    dd.add_argument("--no-confirm", action="store_true", help="skip local confirmation of within-client pairs")
-    dd.add_argument("--out", type=Path, default=Path("dedup-report.json"), help="report JSON (ids/scores only)")
-    dd.add_argument("--max-pairs", type=int, default=None, help="list at most this many pairs in the report")
-    dd.add_argument("--write-dedup", type=Path, default=None, metavar="DIR",
-                    help="write the kept records of every client as JSONL into DIR")
-    dd.add_argument("--examples", type=int, default=3, help="example pairs to print (with text; default 3)")
-    dd.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    dd.set_defaults(func=_cmd_dedup)
+    from trustfl.defenses.dedup.command import add_parser  # flags and defaults: one source, DedupSettings
+
+    add_parser(sub, _cmd_dedup)
 
 
 def _cmd_origin(args: argparse.Namespace) -> int:

@@ -3,13 +3,16 @@
 Each cell is one federated run written to ``<out>/cells/<cell_id>/run`` plus a
 ``result.json`` written atomically when the cell ends; a cell whose ``result.json``
 exists is skipped on re-run, so a killed evaluation resumes where it stopped. A cell that
-fails (e.g. an aggregator's tolerance check refuses n, f) records the error in its result
-instead of stopping the grid.
+fails on purpose (a :class:`~trustfl.errors.TrustFLError`, e.g. an aggregator's tolerance check
+refuses n, f) records ``status = "error"``; any other exception is a bug, recorded as
+``status = "crashed"`` with its full traceback and logged loudly. Either way ``trustfl eval``
+exits non-zero.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import traceback
@@ -20,9 +23,12 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
+from trustfl.errors import TrustFLError
 from trustfl.evaluation.matrix import Cell, MatrixSpec
+from trustfl.optional import require
 
 __all__ = ["run_cell", "run_matrix"]
+log = logging.getLogger(__name__)
 
 
 def _summarize(fed: Any, summary: Any) -> dict[str, Any]:
@@ -63,9 +69,11 @@ def run_cell(cell_config: dict[str, Any], params: dict[str, Any], cell_dir: str,
         config = RunConfig.from_dict(cell_config)
         fed = Federation(config, out_dir=Path(cell_dir) / "run", overwrite=True, progress=False)
         row.update(status="ok", **_summarize(fed, fed.run()))
-    except Exception as exc:  # a failed cell is a result (e.g. a tolerance error), not a crash
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}",
-                   traceback=traceback.format_exc(limit=5))
+    except TrustFLError as exc:  # a refused cell is a result (e.g. a tolerance error)
+        row.update(status="error", error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a bug: keep the grid going, but never disguise it as a result
+        log.error("cell %s crashed: %s", row["cell"], exc, exc_info=True)
+        row.update(status="crashed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     row["wall_s"] = time.perf_counter() - start
     Path(cell_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(cell_dir) / "result.json", json.dumps(row, indent=2, default=str).encode())
@@ -114,7 +122,7 @@ def run_matrix(spec: MatrixSpec, out: str | Path, *, workers: int | None = None,
 
     jobs = [(c.config_dict(), c.params(), str(d)) for c, d in todo]
     if ray_address:
-        import ray
+        ray = require("ray", extra="eval", feature="trustfl eval --ray-address")
 
         ray.init(address=None if ray_address == "local" else ray_address, ignore_reinit_error=True,
                  log_to_driver=False)

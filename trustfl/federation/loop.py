@@ -4,7 +4,7 @@ Each round: the run components check their budgets, the engine runs the sampled 
 (:mod:`~trustfl.federation.clients`) and hands the :class:`~trustfl.federation.server.ServerRound`
 what the server may see, the server round aggregates and moves the global adapter, the model is
 evaluated, the components add their metrics (and may stop the run), and the round is committed
-to the run directory in one commit. Features (DP, dedup, attacks, ...) are run components built
+to the run directory in one commit. Features (DP, near-duplicate removal, attacks, ...) are run components built
 from their config sections by their plug-ins (:mod:`trustfl.plugins`) or passed in code. All
 randomness is derived from ``(seed, purpose, round, client)``, so ``--resume`` after a kill
 reproduces the uninterrupted run exactly. FedAvg: McMahan et al. 2017.
@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 
 from trustfl import plugins
 from trustfl.config import RunConfig
-from trustfl.errors import ConfigError, StopFederation
+from trustfl.errors import StopFederation
 from trustfl.federation.clients import build_clients, prepare_clients, split_data, tokenize_examples
 from trustfl.federation.engine import LocalEngine
 from trustfl.federation.evaluate import evaluate, majority_baseline, predict
+from trustfl.federation.assemble import assemble
 from trustfl.federation.hooks import RoundCallback
 from trustfl.federation.manifest import run_extra
 from trustfl.federation.recorder import commit_round, open_run
@@ -74,33 +75,14 @@ class Federation:
         self.out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
         self.pipeline: PipelineLike = plugins.as_pipeline(pipeline) if pipeline is not None \
             else config.server.build_pipeline()
-        self.components = [*plugins.build_components(config), *components]
-        for c in self.components:
-            if not isinstance(c, RunComponent):
-                raise TypeError(f"components: {c!r} is not a trustfl.types.RunComponent")
-        self.secure_aggregation, self.callbacks = secure_aggregation, list(callbacks)
-        if secure_aggregation is not None and config.federation.save_client_updates:
-            raise ConfigError("secure_aggregation: federation.save_client_updates must be false (the server "
-                              "never sees individual updates)")
         self.context = RunContext(config=config, seed=config.seed, num_clients=config.partition.num_clients,
                                   clients_per_round=config.clients_per_round, rounds=config.federation.rounds,
                                   progress=progress)
-        for c in self.components:
-            c.setup(self.context)
-            self.pipeline = c.configure_pipeline(self.pipeline)
-        self.malicious = sorted({m for c in self.components for m in c.malicious_clients()})
-        self.attackers = self.malicious
-        if secure_aggregation is not None:
-            if self.pipeline.requires_individual_updates:
-                raise ConfigError(f"secure_aggregation: the pipeline {self.pipeline!r} needs individual updates, "
-                                  "which secure aggregation hides; use a sum-only pipeline (FedAvg [+ noise])")
-            if any(c.update_attackers() for c in self.components):
-                raise ConfigError("secure_aggregation: update attacks rewrite individual updates on the server, "
-                                  "which secure aggregation hides; run them without it")
-        privacy = [p for p in (c.client_privacy() for c in self.components) if p is not None]
-        if len(privacy) > 1:
-            raise ConfigError(f"privacy: {len(privacy)} client-side privacy hooks were given ({privacy}); use one")
-        self.privacy = privacy[0] if privacy else None
+        self.secure_aggregation, self.callbacks = secure_aggregation, list(callbacks)
+        assembled = assemble(config, self.pipeline, [*plugins.build_components(config), *components], self.context,
+                             secure=secure_aggregation is not None)
+        self.pipeline, self.components, self.privacy = assembled.pipeline, assembled.components, assembled.privacy
+        self.malicious = self.attackers = assembled.malicious
         self._ready = False
 
     def setup(self) -> None:
