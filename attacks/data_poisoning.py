@@ -11,14 +11,18 @@
 
 Backdoors also define the attack-success set: triggered test records whose true label is
 not the target; ASR is the fraction the model classifies as the target.
+
+Every attack is called ``attack(dataset, client_id=..., seed=..., attackers=[...])`` and returns a
+client that is not in ``attackers`` unchanged (the same object).
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 from trustfl.seeding import derive_seed
+from trustfl.types import DataAttackStage
 
 __all__ = ["DistributedBackdoor", "LabelFlip", "TextBackdoor", "insert_trigger"]
 
@@ -49,7 +53,14 @@ def _replace(dataset: Any, *, texts: list[str] | None = None, labels: list[int] 
     return dataset.map(swap, with_indices=True, features=dataset.features)
 
 
-class LabelFlip:
+def _attackers(owner: str, client_id: int, attackers: Sequence[int]) -> list[int]:
+    ids = [int(a) for a in attackers]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{owner}: duplicate client ids in attackers={ids}")
+    return ids
+
+
+class LabelFlip(DataAttackStage):
     """Flip labels of a client's records.
 
     Args:
@@ -69,10 +80,9 @@ class LabelFlip:
             raise ValueError(f"LabelFlip(mode='random') needs num_classes >= 2, got {num_classes}")
         self.mode, self.source, self.target, self.num_classes = mode, source, target, num_classes
 
-    def __repr__(self) -> str:
-        return f"LabelFlip(mode={self.mode!r}, source={self.source}, target={self.target})"
-
-    def __call__(self, dataset: Any, *, client_id: int, seed: int) -> Any:
+    def __call__(self, dataset: Any, *, client_id: int, seed: int, attackers: Sequence[int]) -> Any:
+        if int(client_id) not in _attackers("LabelFlip", client_id, attackers):
+            return dataset
         labels = list(dataset["label"][:])
         if self.mode == "targeted":
             new = [self.target if y == self.source else y for y in labels]
@@ -88,7 +98,7 @@ class LabelFlip:
         return test.filter(lambda row: row["label"] == self.source), int(self.target)  # type: ignore[arg-type]
 
 
-class TextBackdoor:
+class TextBackdoor(DataAttackStage):
     """Poison ``poison_fraction`` of a client's records with ``trigger`` and label them ``target``.
 
     Args:
@@ -108,18 +118,17 @@ class TextBackdoor:
             raise ValueError(f"TextBackdoor: position must be 'start', 'end' or 'random', got {position!r}")
         self.trigger, self.target, self.poison_fraction, self.position = trigger, int(target), poison_fraction, position
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(trigger={self.trigger!r}, target={self.target}, " \
-               f"poison_fraction={self.poison_fraction})"
-
-    def _trigger_for(self, client_id: int) -> str:
+    def _trigger_for(self, client_id: int, attackers: list[int]) -> str:
         return self.trigger
 
-    def __call__(self, dataset: Any, *, client_id: int, seed: int) -> Any:
+    def __call__(self, dataset: Any, *, client_id: int, seed: int, attackers: Sequence[int]) -> Any:
+        ids = _attackers(type(self).__name__, client_id, attackers)
+        if int(client_id) not in ids:
+            return dataset
+        trigger = self._trigger_for(int(client_id), ids)
         rng = random.Random(derive_seed(seed, "backdoor", client_id))
         n = len(dataset)
         chosen = set(rng.sample(range(n), max(1, round(self.poison_fraction * n)))) if n else set()
-        trigger = self._trigger_for(client_id)
         texts, labels = list(dataset["text"][:]), list(dataset["label"][:])
         for i in sorted(chosen):
             texts[i] = insert_trigger(texts[i], trigger, position=self.position, rng=rng)
@@ -135,22 +144,19 @@ class TextBackdoor:
 
 
 class DistributedBackdoor(TextBackdoor):
-    """DBA: attacker ``attackers[i]`` poisons with piece ``i % len(pieces)`` of the trigger.
+    """DBA: attacker ``attackers[i]`` (the ``attackers`` passed to the call) poisons with piece
+    ``i % len(pieces)`` of the trigger; a client not in ``attackers`` is returned unchanged.
 
     Args:
         pieces: the trigger pieces; the global trigger is ``" ".join(pieces)``.
-        attackers: the attacking client ids (their order assigns the pieces).
     """
 
-    def __init__(self, *, pieces: Sequence[str] = ("cf", "mn", "bb", "tq"), attackers: Sequence[int] = (),
-                 target: int = 0, poison_fraction: float = 0.5,
-                 position: Literal["start", "end", "random"] = "random") -> None:
-        if len(pieces) < 2 or any(not p.strip() for p in pieces):
-            raise ValueError(f"DistributedBackdoor: needs >= 2 non-empty pieces, got {list(pieces)}")
+    def __init__(self, *, pieces: Sequence[str] = ("cf", "mn", "bb", "tq"), target: int = 0,
+                 poison_fraction: float = 0.5, position: Literal["start", "end", "random"] = "random") -> None:
+        if isinstance(pieces, str) or len(pieces) < 2 or any(not p.strip() for p in pieces):
+            raise ValueError(f"DistributedBackdoor: needs >= 2 non-empty pieces, got {pieces!r}")
         super().__init__(trigger=" ".join(pieces), target=target, poison_fraction=poison_fraction, position=position)
-        self.pieces, self.attackers = list(pieces), [int(a) for a in attackers]
+        self.pieces = list(pieces)
 
-    def _trigger_for(self, client_id: int) -> str:
-        order = self.attackers or [client_id]
-        index = order.index(client_id) if client_id in order else client_id
-        return self.pieces[index % len(self.pieces)]
+    def _trigger_for(self, client_id: int, attackers: list[int]) -> str:
+        return self.pieces[attackers.index(client_id) % len(self.pieces)]

@@ -13,11 +13,11 @@ All attackers of a round send the same malicious vector for the omniscient attac
 from __future__ import annotations
 
 from statistics import NormalDist
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
-from trustfl.federation.hooks import AttackContext
+from trustfl.types import AttackContext, UpdateAttackStage
 
 __all__ = ["ALIE", "GaussianUpdate", "IPM", "MinMax", "MinSum", "Scaling", "SignFlip"]
 
@@ -27,72 +27,60 @@ def _reference(updates: torch.Tensor, context: AttackContext) -> torch.Tensor:
     return benign if benign is not None and benign.shape[0] > 0 else updates
 
 
-class SignFlip:
+class SignFlip(UpdateAttackStage):
     """Send ``-scale * u`` instead of the honest update ``u``."""
 
-    omniscient = False
+    omniscient: ClassVar[bool] = False
 
     def __init__(self, *, scale: float = 1.0) -> None:
         if scale <= 0:
             raise ValueError(f"SignFlip: scale must be > 0, got {scale}")
         self.scale = scale
 
-    def __repr__(self) -> str:
-        return f"SignFlip(scale={self.scale})"
-
     def __call__(self, updates: torch.Tensor, *, context: AttackContext) -> torch.Tensor:
         return -self.scale * updates
 
 
-class GaussianUpdate:
+class GaussianUpdate(UpdateAttackStage):
     """Send pure noise ``N(0, std^2 I)`` (drawn from the round's attack generator)."""
 
-    omniscient = False
+    omniscient: ClassVar[bool] = False
 
     def __init__(self, *, std: float = 1.0) -> None:
         if std <= 0:
             raise ValueError(f"GaussianUpdate: std must be > 0, got {std}")
         self.std = std
 
-    def __repr__(self) -> str:
-        return f"GaussianUpdate(std={self.std})"
-
     def __call__(self, updates: torch.Tensor, *, context: AttackContext) -> torch.Tensor:
         noise = torch.randn(updates.shape, generator=context.generator, dtype=torch.float32)
         return (self.std * noise).to(updates.dtype)
 
 
-class Scaling:
+class Scaling(UpdateAttackStage):
     """Model replacement: boost the update by ``factor`` (Bagdasaryan et al. use ``n / eta``)."""
 
-    omniscient = False
+    omniscient: ClassVar[bool] = False
 
     def __init__(self, *, factor: float = 10.0) -> None:
         if factor <= 0:
             raise ValueError(f"Scaling: factor must be > 0, got {factor}")
         self.factor = factor
 
-    def __repr__(self) -> str:
-        return f"Scaling(factor={self.factor})"
-
     def __call__(self, updates: torch.Tensor, *, context: AttackContext) -> torch.Tensor:
         return self.factor * updates
 
 
-class ALIE:
+class ALIE(UpdateAttackStage):
     """``mean - z * std`` of the benign updates, coordinate-wise (Baruch et al. 2019, Sec. 3).
 
     ``z`` defaults to the paper's ``z_max``: with ``n`` clients and ``f`` attackers,
     ``s = floor(n / 2 + 1) - f`` and ``z_max = Phi^{-1}((n - s) / n)``.
     """
 
-    omniscient = True
+    omniscient: ClassVar[bool] = True
 
     def __init__(self, *, z: float | None = None) -> None:
         self.z = z
-
-    def __repr__(self) -> str:
-        return f"ALIE(z={self.z})"
 
     @staticmethod
     def z_max(n: int, f: int) -> float:
@@ -110,18 +98,15 @@ class ALIE:
         return malicious.to(updates.dtype).expand_as(updates).clone()
 
 
-class IPM:
+class IPM(UpdateAttackStage):
     """Inner product manipulation: ``-epsilon * mean(benign)`` (Xie et al. 2020)."""
 
-    omniscient = True
+    omniscient: ClassVar[bool] = True
 
     def __init__(self, *, epsilon: float = 0.5) -> None:
         if epsilon <= 0:
             raise ValueError(f"IPM: epsilon must be > 0, got {epsilon}")
         self.epsilon = epsilon
-
-    def __repr__(self) -> str:
-        return f"IPM(epsilon={self.epsilon})"
 
     def __call__(self, updates: torch.Tensor, *, context: AttackContext) -> torch.Tensor:
         mean = _reference(updates, context).to(torch.float64).mean(dim=0)
@@ -131,11 +116,11 @@ class IPM:
 Perturbation = Literal["unit_vec", "std", "sign"]
 
 
-class _Optimized:
+class _Optimized(UpdateAttackStage):
     """Shared search of Shejwalkar & Houmansadr (2021), Algorithm 1: ``m = mean + gamma * p``
     with the largest ``gamma`` (binary search) that keeps ``m`` inside the benign spread."""
 
-    omniscient = True
+    omniscient: ClassVar[bool] = True
 
     def __init__(self, *, perturbation: Perturbation = "unit_vec", gamma_init: float = 10.0, tol: float = 1e-3,
                  max_iter: int = 60) -> None:
@@ -144,10 +129,9 @@ class _Optimized:
                              f"got {perturbation!r}")
         if gamma_init <= 0 or tol <= 0:
             raise ValueError(f"{type(self).__name__}: gamma_init and tol must be > 0")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"{type(self).__name__}: max_iter must be an int >= 1, got {max_iter!r}")
         self.perturbation, self.gamma_init, self.tol, self.max_iter = perturbation, gamma_init, tol, max_iter
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(perturbation={self.perturbation!r})"
 
     def _direction(self, benign: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         if self.perturbation == "unit_vec":

@@ -19,8 +19,8 @@ import torch
 from trustfl.defenses.base import validate_updates
 from trustfl.errors import ToleranceError, UpdateError
 
-__all__ = ["check_finite_updates", "check_int", "check_positive", "column_sorted_reduce", "generator_or_seeded", "gram_matrix", "median_value",
-           "pairwise_sq_distances", "require_tolerance", "row_norms"]
+__all__ = ["check_finite_result", "check_finite_updates", "check_int", "check_positive", "column_sorted_reduce",
+           "generator_or_seeded", "gram_matrix", "median_value", "pairwise_sq_distances", "require_tolerance", "row_norms"]
 
 _BLOCK = 1 << 15  # columns per block of column_sorted_reduce (x n rows, fits in L2 for n <= 100)
 
@@ -67,6 +67,15 @@ def check_finite_updates(owner: str, updates: torch.Tensor) -> tuple[int, int]:
         raise UpdateError(f"{owner}: rows {bad[:8]} contain NaN/Inf; run the aggregator inside a "
                           "trustfl.defenses.Pipeline, which rejects such clients and records why")
     return int(updates.shape[0]), int(updates.shape[1])
+
+
+def check_finite_result(owner: str, vector: torch.Tensor) -> torch.Tensor:
+    """``vector`` if it is finite; else a clear :class:`UpdateError` (never a silent NaN/Inf aggregate:
+    e.g. a mean of rows near the float32 maximum overflows)."""
+    if not bool(torch.isfinite(vector).all()):
+        raise UpdateError(f"{owner}: the aggregate overflowed to NaN/Inf (updates near the float maximum); clip "
+                          "update norms first (NormClip) or reject such clients upstream")
+    return vector
 
 
 def generator_or_seeded(generator: torch.Generator | None, seed: int) -> torch.Generator:

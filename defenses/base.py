@@ -2,46 +2,30 @@
 
 ``agg(updates[n, d], weights[n] | None) -> Aggregate(vector[d], info)``. ``info`` says, per
 client, whether its update was accepted, clipped or flagged, with scores and reasons, so
-audits can see *why* a defense did what it did. Stages are pure callables over tensors and
-never mutate their input.
+audits can see *why* a defense did what it did. Stages never mutate their input.
+
+``Aggregator``, ``PreAggregator`` and ``PostStage`` are the base classes
+:class:`trustfl.types.AggregatorStage`, :class:`~trustfl.types.PreStage` and
+:class:`~trustfl.types.PostStageBase`: subclass them and declare capabilities as class attributes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
-
 import torch
 
 from trustfl.errors import UpdateError
-from trustfl.types import Aggregate, AggregateInfo  # value types live in the bottom layer
+from trustfl.types import (Aggregate, AggregateInfo, AggregatorStage, PostStageBase,  # the bottom layer
+                           PreStage)
 
 __all__ = ["Aggregate", "AggregateInfo", "Aggregator", "PostStage", "PreAggregator", "validate_updates",
            "validate_weights"]
 
 
-@runtime_checkable
-class Aggregator(Protocol):
-    """``(updates[n, d], weights[n] | None) -> Aggregate``. Must not mutate its input."""
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate: ...
-
-
-@runtime_checkable
-class PreAggregator(Protocol):
-    """``(updates, weights) -> (updates', weights', info)`` over the same ``n`` rows (e.g. clipping)."""
-
-    def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor | None, AggregateInfo]: ...
-
-
-@runtime_checkable
-class PostStage(Protocol):
-    """``(Aggregate, n) -> Aggregate`` applied to the aggregate (e.g. Gaussian noise for DP)."""
-
-    def __call__(self, aggregate: Aggregate, *, num_clients: int,
-                 generator: torch.Generator | None = None) -> Aggregate: ...
+# The stage contracts are the base classes of the bottom layer (capabilities declared, never probed);
+# these names are kept so ``from trustfl.defenses import Aggregator`` keeps working.
+Aggregator = AggregatorStage
+PreAggregator = PreStage
+PostStage = PostStageBase
 
 
 def validate_updates(updates: torch.Tensor, *, dim: int | None = None) -> torch.Tensor:

@@ -15,11 +15,14 @@ The distances are computed once (one GEMM); each Krum iteration only masks rows 
 
 from __future__ import annotations
 
+from typing import ClassVar, Sequence
+
 import torch
 
-from trustfl.defenses._robust import (check_finite_updates, check_int, column_sorted_reduce, pairwise_sq_distances,
-                                      require_tolerance)
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, column_sorted_reduce,
+                                      pairwise_sq_distances, require_tolerance)
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.types import AggregatorStage
 from trustfl.defenses.krum import krum_scores
 
 __all__ = ["Bulyan"]
@@ -27,7 +30,7 @@ __all__ = ["Bulyan"]
 RULE = "n >= 4f + 3 (El Mhamdi et al. 2018, Proposition 2)"
 
 
-class Bulyan:
+class Bulyan(AggregatorStage):
     """Bulyan over Krum (El Mhamdi et al. 2018).
 
     Args:
@@ -44,18 +47,21 @@ class Bulyan:
         tensor([0.2500])
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, f: int) -> None:
         self.f = check_int("Bulyan", "f", f)
-
-    def __repr__(self) -> str:
-        return f"Bulyan(f={self.f})"
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("bulyan", n, f, n >= 4 * self.f + 3, f"{RULE} with the configured f={self.f}",
                           configured_f=self.f)
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, _ = check_finite_updates("bulyan", updates)
         f = self.f
         require_tolerance("bulyan", n, f, n >= 4 * f + 3, RULE)
@@ -87,6 +93,4 @@ class Bulyan:
         info.scores["selection_order"] = order.to(torch.float64)
         info.reasons = ["" if bool(a) else f"not among the theta={theta} Krum selections" for a in info.accepted]
         info.stats.update(theta=float(theta), beta=float(beta))
-        return Aggregate(vector=vector, info=info)
-
-
+        return Aggregate(vector=check_finite_result("bulyan", vector), info=info)

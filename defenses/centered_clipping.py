@@ -13,16 +13,20 @@ run continues with the same center. Before the first round the center is 0.
 
 from __future__ import annotations
 
+from typing import ClassVar, Sequence
+
 import torch
 
-from trustfl.defenses._robust import check_finite_updates, check_int, check_positive, require_tolerance
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, check_positive,
+                                      require_tolerance)
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.types import AggregatorStage
 from trustfl.defenses.geomed import distances_to
 
 __all__ = ["CenteredClipping"]
 
 
-class CenteredClipping:
+class CenteredClipping(AggregatorStage):
     """Centered clipping with radius ``tau`` and ``iters`` (``L``) iterations, centered at the last aggregate.
 
     Args:
@@ -41,13 +45,15 @@ class CenteredClipping:
         ['center']
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = True
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, tau: float, iters: int = 1) -> None:
         self.tau = check_positive("CenteredClipping", "tau", tau)
         self.iters = check_int("CenteredClipping", "iters", iters, minimum=1)
         self.center: torch.Tensor | None = None
-
-    def __repr__(self) -> str:
-        return f"CenteredClipping(tau={self.tau}, iters={self.iters})"
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("centered_clipping", n, f, 2 * f < n, "2f < n (an honest majority)")
@@ -66,7 +72,8 @@ class CenteredClipping:
         self.center = None
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("centered_clipping", updates)
         if self.center is not None and self.center.shape != (d,):
             raise ValueError(f"centered_clipping: stored center has shape {tuple(self.center.shape)} but updates "
@@ -79,7 +86,7 @@ class CenteredClipping:
             # v + mean_i s_i (x_i - v) = (1 - mean s) v + mean_i s_i x_i  (one weighted sum, no [n, d] temporary)
             s = scale / n
             v = (1.0 - float(s.sum())) * v + s.to(updates.dtype) @ updates
-        self.center = v.detach().clone()
+        self.center = check_finite_result("centered_clipping", v).detach().clone()  # state stays finite
         info = AggregateInfo.all_accepted(n)
         info.clipped = dist > self.tau
         info.scores["distance"] = dist
@@ -87,5 +94,3 @@ class CenteredClipping:
                         for c in info.clipped]
         info.stats["tau"] = self.tau
         return Aggregate(vector=v, info=info)
-
-

@@ -12,16 +12,19 @@ Both use one numpy partial sort along the client axis (``np.partition``, as fast
 
 from __future__ import annotations
 
+from typing import ClassVar, Sequence
+
 import numpy as np
 import torch
 
-from trustfl.defenses._robust import check_finite_updates, check_int, require_tolerance
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, require_tolerance)
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.types import AggregatorStage
 
 __all__ = ["CoordinateMedian", "TrimmedMean"]
 
 
-class CoordinateMedian:
+class CoordinateMedian(AggregatorStage):
     """Coordinate-wise median of ``updates[n, d]`` (mean of the two middle values when ``n`` is even).
 
     Tolerance: ``2f < n`` (Yin et al. 2018, Theorem 1). Client weights are untrusted and ignored.
@@ -33,14 +36,17 @@ class CoordinateMedian:
         tensor([2., 1.])
     """
 
-    def __repr__(self) -> str:
-        return "CoordinateMedian()"
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("median", n, f, 2 * f < n, "2f < n (an honest majority per coordinate)")
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("median", updates)
         lo, hi = (n - 1) // 2, n // 2
         part = np.partition(updates.detach().numpy(), sorted({lo, hi}), axis=0)  # one partial sort, numpy
@@ -50,10 +56,10 @@ class CoordinateMedian:
         counts = ((updates >= low) & (updates <= high)).sum(dim=1)  # rows holding a middle value
         info = AggregateInfo.all_accepted(n)
         info.scores["median_frac"] = counts.to(torch.float64) / d
-        return Aggregate(vector=vector, info=info)
+        return Aggregate(vector=check_finite_result("median", vector), info=info)
 
 
-class TrimmedMean:
+class TrimmedMean(AggregatorStage):
     """Coordinate-wise trimmed mean: per coordinate drop the ``f`` largest and ``f`` smallest values, average the rest.
 
     Args:
@@ -69,21 +75,24 @@ class TrimmedMean:
         tensor([2.5000, 0.5000])
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, f: int, flag_above: float = 0.5) -> None:
         self.f = check_int("TrimmedMean", "f", f)
         if not 0.0 <= float(flag_above) <= 1.0:
             raise ValueError(f"TrimmedMean: flag_above must be in [0, 1], got {flag_above!r}")
         self.flag_above = float(flag_above)
 
-    def __repr__(self) -> str:
-        return f"TrimmedMean(f={self.f})"
-
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("trimmed_mean", n, f, 2 * self.f < n, f"2f < n with the configured f={self.f}",
                           configured_f=self.f)
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("trimmed_mean", updates)
         f = self.f
         require_tolerance("trimmed_mean", n, f, 2 * f < n, f"2f < n to trim the configured f={f} per side")
@@ -103,6 +112,4 @@ class TrimmedMean:
         info.scores["trimmed_frac"] = frac
         info.reasons = [f"trimmed in {100 * float(p):.0f}% of coordinates" if p > self.flag_above else ""
                         for p in frac]
-        return Aggregate(vector=vector, info=info)
-
-
+        return Aggregate(vector=check_finite_result("trimmed_mean", vector), info=info)

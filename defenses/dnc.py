@@ -10,14 +10,17 @@ its mean.
 
 from __future__ import annotations
 
+from typing import ClassVar, Sequence
+
 import math
 
 import numpy as np
 import torch
 
-from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, generator_or_seeded,
-                                      require_tolerance)
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, check_positive,
+                                      generator_or_seeded, require_tolerance)
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.types import AggregatorStage
 
 __all__ = ["DnC"]
 
@@ -31,7 +34,7 @@ def _top_direction_scores(centered: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(max(float(eigvals[-1]), 0.0) * eigvecs[:, -1] ** 2)
 
 
-class DnC:
+class DnC(AggregatorStage):
     """DnC (Shejwalkar & Houmansadr 2021, Algorithm 2).
 
     Args:
@@ -50,6 +53,11 @@ class DnC:
         [True, True, True, True, False]
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, f: int, sub_dim: int = 10_000, num_iters: int = 5, filter_frac: float = 1.0,
                  seed: int = 0) -> None:
         self.f = check_int("DnC", "f", f)
@@ -57,10 +65,6 @@ class DnC:
         self.num_iters = check_int("DnC", "num_iters", num_iters, minimum=1)
         self.filter_frac = check_positive("DnC", "filter_frac", filter_frac, allow_zero=True)
         self.seed = check_int("DnC", "seed", seed)
-
-    def __repr__(self) -> str:
-        return (f"DnC(f={self.f}, sub_dim={self.sub_dim}, num_iters={self.num_iters}, "
-                f"filter_frac={self.filter_frac})")
 
     def _removed(self) -> int:
         return int(math.floor(self.filter_frac * self.f))
@@ -71,7 +75,8 @@ class DnC:
                           configured_f=self.f)
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("dnc", updates)
         removed = self._removed()
         require_tolerance("dnc", n, self.f, 2 * self.f < n and removed < n, "2f < n and floor(c f) < n")
@@ -98,6 +103,4 @@ class DnC:
         info.flagged = ~good
         info.scores["dnc_score"] = scores
         info.reasons = ["" if bool(g) else "removed: large projection on the top singular direction" for g in good]
-        return Aggregate(vector=vector, info=info)
-
-
+        return Aggregate(vector=check_finite_result("dnc", vector), info=info)

@@ -17,11 +17,14 @@ re-implementations do) rather than between full models. Clustering uses scikit-l
 
 from __future__ import annotations
 
+from typing import ClassVar, Sequence
+
 import torch
 
-from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, generator_or_seeded,
-                                      gram_matrix, median_value, require_tolerance, row_norms)
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, check_positive,
+                                      generator_or_seeded, gram_matrix, median_value, require_tolerance, row_norms)
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.types import AggregatorStage
 
 __all__ = ["FLAME", "flame_cluster"]
 
@@ -50,7 +53,7 @@ def flame_cluster(updates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return labels == majority, dist
 
 
-class FLAME:
+class FLAME(AggregatorStage):
     """FLAME (Nguyen et al. 2022, Algorithm 1).
 
     Args:
@@ -67,18 +70,21 @@ class FLAME:
         [True, True, True, True, True, False, False]
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, noise_lambda: float = 0.001, seed: int = 0) -> None:
         self.noise_lambda = check_positive("FLAME", "noise_lambda", noise_lambda, allow_zero=True)
         self.seed = check_int("FLAME", "seed", seed)
-
-    def __repr__(self) -> str:
-        return f"FLAME(noise_lambda={self.noise_lambda})"
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("flame", n, f, 2 * f < n, "2f < n (the admitted cluster holds more than n/2 clients)")
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("flame", updates)
         admitted, dist = flame_cluster(updates)
         norms = row_norms(updates)
@@ -102,6 +108,4 @@ class FLAME:
                         else "rejected: outside the majority HDBSCAN cluster (cosine)"
                         for a, c in zip(admitted, info.clipped)]
         info.stats.update(clip_norm=s_t, noise_std=sigma, admitted=float(k))
-        return Aggregate(vector=vector, info=info)
-
-
+        return Aggregate(vector=check_finite_result("flame", vector), info=info)

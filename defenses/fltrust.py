@@ -19,18 +19,19 @@ update is used for exactly one aggregation; a missing one is an error, never a s
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
-from trustfl.defenses._robust import check_finite_updates, require_tolerance, row_norms
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, require_tolerance, row_norms)
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.types import AggregatorStage
 from trustfl.errors import UpdateError
 
 __all__ = ["FLTrust", "FLTrustRootHook"]
 
 
-class FLTrust:
+class FLTrust(AggregatorStage):
     """FLTrust aggregation over ``updates[n, d]`` given the server's root update ``g_0[d]``.
 
     Args:
@@ -48,14 +49,16 @@ class FLTrust:
         tensor([1., 0.])
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, root_update_fn: Callable[[], torch.Tensor] | None = None) -> None:
         if root_update_fn is not None and not callable(root_update_fn):
             raise ValueError(f"FLTrust: root_update_fn must be callable () -> Tensor[d], got {root_update_fn!r}")
         self.root_update_fn = root_update_fn
         self._server_update: torch.Tensor | None = None
-
-    def __repr__(self) -> str:
-        return "FLTrust()" if self.root_update_fn is None else f"FLTrust(root_update_fn={self.root_update_fn!r})"
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("fltrust", n, f, f <= n, "f <= n (a clean root dataset; no honest majority needed)")
@@ -67,13 +70,6 @@ class FLTrust:
             raise UpdateError(f"FLTrust.set_server_update: expected a finite 1-D float tensor, got shape "
                               f"{tuple(g0.shape)}, dtype {g0.dtype}")
         self._server_update = g0.detach().clone()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if state:
-            raise ValueError(f"FLTrust keeps no state across rounds, got keys {sorted(state)}")
 
     def _take_server_update(self, d: int) -> torch.Tensor:
         if self.root_update_fn is not None:
@@ -87,7 +83,8 @@ class FLTrust:
         return g0
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("fltrust", updates)
         g0 = self._take_server_update(d).to(updates.dtype)
         norm0 = float(torch.linalg.vector_norm(g0.to(torch.float64)))
@@ -113,7 +110,7 @@ class FLTrust:
             info.stats["all_distrusted"] = 1.0
             return Aggregate(vector=torch.zeros(d, dtype=updates.dtype), info=info)
         coef = trust * norm0 / norms.clamp(min=1e-300) / total
-        return Aggregate(vector=coef.to(updates.dtype) @ updates, info=info)
+        return Aggregate(vector=check_finite_result("fltrust", coef.to(updates.dtype) @ updates), info=info)
 
 
 class FLTrustRootHook:
@@ -140,5 +137,3 @@ class FLTrustRootHook:
     def __call__(self, report: Any) -> dict[str, Any] | None:
         self.prime(report.global_vector)
         return None
-
-

@@ -9,20 +9,22 @@ pardoning ``cs_ij *= v_i / v_j`` where ``v_j > v_i``; ``alpha_i = 1 - max_j cs_i
 clipped to [0, 1]. The aggregate is ``sum_i alpha_i Delta_i / sum_i alpha_i`` (normalized so that a
 round without sybils equals the plain mean; 0 when every alpha is 0).
 
-Stateful: histories are keyed by client id. Tell the aggregator which client each row is with
-:meth:`FoolsGold.set_client_ids` before each call (``Pipeline(..., client_ids=...)`` does it and
-keeps the ids aligned when it rejects non-finite rows); without ids, row ``i`` is client ``i``
-(full participation in a fixed order). ``state_dict()`` holds the histories for resume.
+Stateful and client-tracking: histories are keyed by client id, so every call needs
+``client_ids=`` (one id per row; ``Pipeline(..., client_ids=...)`` passes them, aligned with the rows
+it keeps after rejecting non-finite ones). A call without ids is an error: row positions change
+from round to round. ``state_dict()`` holds the histories for resume.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
-from trustfl.defenses._robust import check_finite_updates, check_positive, gram_matrix, require_tolerance, row_norms
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_positive, gram_matrix,
+                                      require_tolerance, row_norms)
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.types import AggregatorStage
 
 __all__ = ["FoolsGold", "foolsgold_weights"]
 
@@ -46,7 +48,7 @@ def foolsgold_weights(history: torch.Tensor, *, kappa: float = 1.0) -> torch.Ten
     return torch.nan_to_num(logit, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
 
 
-class FoolsGold:
+class FoolsGold(AggregatorStage):
     """FoolsGold (Fung et al. 2020, Algorithm 1), stateful over rounds.
 
     Args:
@@ -60,26 +62,21 @@ class FoolsGold:
     Example:
         >>> fg = FoolsGold()
         >>> u = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-        >>> fg(u).info.accepted.tolist()
+        >>> fg(u, client_ids=[0, 1, 2, 3]).info.accepted.tolist()
         [True, True, False, False]
     """
+
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = True
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = True
 
     def __init__(self, *, kappa: float = 1.0) -> None:
         self.kappa = check_positive("FoolsGold", "kappa", kappa)
         self.history: dict[int, torch.Tensor] = {}
-        self._ids: list[int] | None = None
-
-    def __repr__(self) -> str:
-        return f"FoolsGold(kappa={self.kappa})"
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("foolsgold", n, f, f < n, "f < n (at least one honest client)")
-
-    def set_client_ids(self, client_ids: Sequence[int]) -> None:
-        """Client id of each row of the next call (consumed by it)."""
-        self._ids = [int(c) for c in client_ids]
-        if len(set(self._ids)) != len(self._ids):
-            raise ValueError(f"FoolsGold.set_client_ids: duplicate client ids in {self._ids}")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if not self.history:
@@ -101,11 +98,10 @@ class FoolsGold:
         self.history = {int(c): hist[i].clone() for i, c in enumerate(ids)}
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("foolsgold", updates)
-        ids, self._ids = (self._ids if self._ids is not None else list(range(n))), None
-        if len(ids) != n:
-            raise ValueError(f"foolsgold: {len(ids)} client ids were set but there are n={n} updates")
+        ids = self._require_ids(client_ids, n)  # histories are keyed by client id, never by row position
         for cid, row in zip(ids, updates):
             old = self.history.get(cid)
             if old is not None and old.shape != (d,):
@@ -122,6 +118,5 @@ class FoolsGold:
         total = float(alpha.sum())
         if total <= 0:
             return Aggregate(vector=torch.zeros(d, dtype=updates.dtype), info=info)
-        return Aggregate(vector=(alpha / total).to(updates.dtype) @ updates, info=info)
-
-
+        vector = (alpha / total).to(updates.dtype) @ updates
+        return Aggregate(vector=check_finite_result("foolsgold", vector), info=info)

@@ -10,10 +10,14 @@ the total (the paper's robustness result needs the same condition).
 
 from __future__ import annotations
 
+from typing import ClassVar, Sequence
+
 import torch
 
-from trustfl.defenses._robust import check_finite_updates, check_int, check_positive, require_tolerance
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, check_positive,
+                                      require_tolerance)
 from trustfl.defenses.base import Aggregate, AggregateInfo, validate_weights
+from trustfl.types import AggregatorStage
 
 __all__ = ["GeometricMedian", "distances_to"]
 
@@ -25,7 +29,7 @@ def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
     return dist.to(torch.float64)
 
 
-class GeometricMedian:
+class GeometricMedian(AggregatorStage):
     """Approximate geometric median of ``updates[n, d]`` (RFA, smoothed Weiszfeld).
 
     Args:
@@ -45,6 +49,11 @@ class GeometricMedian:
         tensor(True)
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, max_iter: int = 100, tol: float = 1e-6, nu: float = 1e-6, weighted: bool = False) -> None:
         self.max_iter = check_int("GeometricMedian", "max_iter", max_iter, minimum=1)
         self.tol = check_positive("GeometricMedian", "tol", tol)
@@ -53,14 +62,12 @@ class GeometricMedian:
             raise ValueError(f"GeometricMedian: weighted must be true or false, got {weighted!r}")
         self.weighted = weighted
 
-    def __repr__(self) -> str:
-        return f"GeometricMedian(max_iter={self.max_iter}, tol={self.tol}, nu={self.nu}, weighted={self.weighted})"
-
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("geometric_median", n, f, 2 * f < n, "2f < n (breakdown point 1/2)")
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, _ = check_finite_updates("geometric_median", updates)
         alpha = validate_weights(weights if self.weighted else None, n)
         alpha = alpha / alpha.sum()
@@ -84,6 +91,4 @@ class GeometricMedian:
         info.scores["distance"] = distances_to(updates, v)
         info.scores["weiszfeld_weight"] = beta
         info.stats["iterations"] = float(iters)
-        return Aggregate(vector=v, info=info)
-
-
+        return Aggregate(vector=check_finite_result("geometric_median", v), info=info)

@@ -13,10 +13,14 @@ differences (Flower's ``aggregate_krum``).
 
 from __future__ import annotations
 
+from typing import ClassVar, Sequence
+
 import torch
 
-from trustfl.defenses._robust import check_finite_updates, check_int, pairwise_sq_distances, require_tolerance
+from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, pairwise_sq_distances,
+                                      require_tolerance)
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.types import AggregatorStage
 
 __all__ = ["Krum", "MultiKrum", "krum_scores"]
 
@@ -41,7 +45,7 @@ def krum_scores(dist: torch.Tensor, f: int, active: torch.Tensor | None = None) 
     return scores
 
 
-class MultiKrum:
+class MultiKrum(AggregatorStage):
     """Mean of the ``m`` updates with the lowest Krum scores (Multi-Krum; Krum is ``m = 1``).
 
     Args:
@@ -58,14 +62,16 @@ class MultiKrum:
         tensor([0.1500])
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     name = "multi_krum"
 
     def __init__(self, *, f: int, m: int | None = None) -> None:
         self.f = check_int(type(self).__name__, "f", f)
         self.m = None if m is None else check_int(type(self).__name__, "m", m, minimum=1)
-
-    def __repr__(self) -> str:
-        return f"MultiKrum(f={self.f}, m={self.m})"
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance(self.name, n, f, n > 2 * self.f + 2, f"{KRUM_RULE} with the configured f={self.f}",
@@ -78,7 +84,8 @@ class MultiKrum:
         return m
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> Aggregate:
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
         n, _ = check_finite_updates(self.name, updates)
         require_tolerance(self.name, n, self.f, n > 2 * self.f + 2, KRUM_RULE)
         m = self._keep(n)
@@ -100,7 +107,7 @@ class MultiKrum:
         info.reasons = ["" if bool(a) else f"not selected: krum score rank {int(r) + 1} of {n} (keeps {m})"
                         for a, r in zip(info.accepted, rank)]
         info.stats["kept"] = float(m)
-        return Aggregate(vector=vector, info=info)
+        return Aggregate(vector=check_finite_result(self.name, vector), info=info)
 
 
 class Krum(MultiKrum):
@@ -117,12 +124,12 @@ class Krum(MultiKrum):
         tensor([0.2500])
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     name = "krum"
 
     def __init__(self, *, f: int) -> None:
         super().__init__(f=f, m=1)
-
-    def __repr__(self) -> str:
-        return f"Krum(f={self.f})"
-
-

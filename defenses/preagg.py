@@ -9,18 +9,19 @@ bucket each input row went to, so the pipeline maps the aggregator's per-row inf
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal, Sequence
 
 import torch
 
 from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, generator_or_seeded, median_value,
                                       pairwise_sq_distances, require_tolerance, row_norms)
 from trustfl.defenses.base import AggregateInfo
+from trustfl.types import PreStage
 
 __all__ = ["NNM", "Bucketing", "NormClip"]
 
 
-class NormClip:
+class NormClip(PreStage):
     """Scale every update with ``||x_i|| > tau`` down to norm ``tau`` (direction kept).
 
     Args:
@@ -36,6 +37,11 @@ class NormClip:
                 [0.3000, 0.4000]]), [True, False])
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True  # bounds every client's influence by tau
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, max_norm: float | Literal["median"]) -> None:
         if isinstance(max_norm, str):
             if max_norm != "median":
@@ -44,15 +50,15 @@ class NormClip:
         else:
             self.max_norm = check_positive("NormClip", "max_norm", max_norm)
 
-    def __repr__(self) -> str:
-        return f"NormClip(max_norm={self.max_norm!r})"
-
     def check_tolerance(self, n: int, f: int) -> None:
         if self.max_norm == "median":
             require_tolerance("norm_clip", n, f, 2 * f < n, "2f < n for a median-adaptive threshold")
+        else:
+            require_tolerance("norm_clip", n, f, f <= n, "f <= n (a fixed threshold bounds every client)")
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, AggregateInfo]:
         n, _ = check_finite_updates("norm_clip", updates)
         norms = row_norms(updates)
@@ -68,7 +74,7 @@ class NormClip:
         return out, weights, info
 
 
-class NNM:
+class NNM(PreStage):
     """Nearest-neighbour mixing: replace each update by the mean of its ``n - f`` nearest updates (itself included).
 
     Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan 2023, "Fixing by Mixing: A Recipe
@@ -85,18 +91,21 @@ class NNM:
         [0.5, 0.5, 50.5]
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, f: int) -> None:
         self.f = check_int("NNM", "f", f)
-
-    def __repr__(self) -> str:
-        return f"NNM(f={self.f})"
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("nnm", n, f, n > 2 * self.f, f"n > 2f with the configured f={self.f} (Allouah et al. 2023)",
                           configured_f=self.f)
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, AggregateInfo]:
         n, _ = check_finite_updates("nnm", updates)
         require_tolerance("nnm", n, self.f, n > 2 * self.f, "n > 2f")
@@ -114,7 +123,7 @@ class NNM:
         return out, weights, info
 
 
-class Bucketing:
+class Bucketing(PreStage):
     """Shuffle the updates (seeded by the generator) into buckets of ``s`` and average each bucket.
 
     Karimireddy, He, Jaggi 2022, "Byzantine-Robust Learning on Heterogeneous Datasets via
@@ -135,12 +144,14 @@ class Bucketing:
         (torch.Size([3, 1]), None, [0, 0, 1, 1, 2])
     """
 
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = True
+    tracks_clients: ClassVar[bool] = False
+
     def __init__(self, *, s: int, seed: int = 0) -> None:
         self.s = check_int("Bucketing", "s", s, minimum=1)
         self.seed = check_int("Bucketing", "seed", seed)
-
-    def __repr__(self) -> str:
-        return f"Bucketing(s={self.s})"
 
     def check_tolerance(self, n: int, f: int) -> None:
         require_tolerance("bucketing", n, f, 2 * f * self.s < n, f"2 f s < n with s={self.s} (Karimireddy et al. 2022)")
@@ -151,7 +162,8 @@ class Bucketing:
         return m, min(f, m)
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None
+                 generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, AggregateInfo]:
         n, _ = check_finite_updates("bucketing", updates)
         gen = generator_or_seeded(generator, self.seed)
@@ -168,5 +180,3 @@ class Bucketing:
         info.scores["bucket"] = groups.to(torch.float64)
         info.stats["buckets"] = float(m)
         return out, None, info
-
-

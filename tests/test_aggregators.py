@@ -280,8 +280,7 @@ def test_foolsgold_matches_reference_over_rounds_with_client_ids():
         ids = [0, 1, 2, 3, 4, 5] if r != 1 else [5, 3, 1, 0, 2, 4]  # rows arrive in any order
         sybil = rng.normal(size=12)
         u = np.stack([sybil + 0.01 * rng.normal(size=12) if c >= 4 else rng.normal(size=12) for c in ids])
-        fg.set_client_ids(ids)
-        out = fg(torch.from_numpy(u))
+        out = fg(torch.from_numpy(u), client_ids=ids)
         for c, row in zip(ids, u):
             hist[c] = hist.get(c, 0) + row
         alpha = ref_foolsgold(np.stack([hist[c] for c in ids]))

@@ -30,6 +30,7 @@ AGGREGATOR_OPTIONS = {
 }
 PRE_OPTIONS = {"norm_clip": {"max_norm": "median"}, "nnm": {"f": 2}, "bucketing": {"s": 2}}
 N, D = 12, 40
+IDS = list(range(100, 100 + N))  # client ids are not row positions
 
 
 def _updates(seed=0):
@@ -57,7 +58,7 @@ def test_aggregator_contract(name):
     agg = _make(name)
     u = _updates()
     before = u.clone()
-    out = agg(u, torch.arange(1.0, N + 1), generator=torch.Generator().manual_seed(1))
+    out = agg(u, torch.arange(1.0, N + 1), generator=torch.Generator().manual_seed(1), client_ids=IDS)
     assert torch.equal(u, before), "input mutated"
     assert out.vector.shape == (D,) and out.vector.dtype == u.dtype
     if name != "fedavg":  # FedAvg is not robust: the 1e30 row makes its mean overflow
@@ -89,17 +90,18 @@ def test_robust_aggregator_states_paper_tolerance_and_ignores_weights(name):
     if name in ("geometric_median",):
         return  # uses weights only when weighted=True (RFA's alpha)
     u = _updates(3)
-    a = _make(name)(u, torch.ones(N), generator=torch.Generator().manual_seed(0))
-    b = _make(name)(u, torch.arange(1.0, N + 1) ** 3, generator=torch.Generator().manual_seed(0))
+    a = _make(name)(u, torch.ones(N), generator=torch.Generator().manual_seed(0), client_ids=IDS)
+    b = _make(name)(u, torch.arange(1.0, N + 1) ** 3, generator=torch.Generator().manual_seed(0), client_ids=IDS)
     torch.testing.assert_close(a.vector, b.vector)  # client-reported weights are untrusted
 
 
 @pytest.mark.parametrize("name", sorted(AGGREGATOR_OPTIONS))
 def test_stateful_aggregators_round_trip_their_state(name):
     agg = _make(name)
-    if not hasattr(agg, "state_dict"):
+    if not agg.stateful:
+        assert agg.state_dict() == {}
         return
-    agg(_updates(4))
+    agg(_updates(4), client_ids=IDS)
     state = agg.state_dict()
     assert all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     fresh = make_aggregator(name, **AGGREGATOR_OPTIONS[name])
@@ -108,7 +110,7 @@ def test_stateful_aggregators_round_trip_their_state(name):
         fresh.set_server_update(torch.full((D,), 0.05))
         agg.set_server_update(torch.full((D,), 0.05))
     u = _updates(5)
-    torch.testing.assert_close(fresh(u).vector, agg(u).vector)
+    torch.testing.assert_close(fresh(u, client_ids=IDS).vector, agg(u, client_ids=IDS).vector)
     pipe = Pipeline(aggregator=fresh)
     assert set(pipe.state_dict()) == {f"0.{k}" for k in fresh.state_dict()}
 

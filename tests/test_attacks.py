@@ -84,11 +84,11 @@ def _ds(n=40):
 
 def test_label_flip():
     ds = _ds()
-    flipped = LabelFlip(source=1, target=2)(ds, client_id=0, seed=0)
+    flipped = LabelFlip(source=1, target=2)(ds, client_id=0, seed=0, attackers=[0])
     old, new = ds["label"][:], flipped["label"][:]
     assert [y2 for y, y2 in zip(old, new) if y == 1] == [2] * old.count(1)
     assert all(y2 == y for y, y2 in zip(old, new) if y != 1)
-    rand = LabelFlip(mode="random", num_classes=3)(ds, client_id=0, seed=0)["label"][:]
+    rand = LabelFlip(mode="random", num_classes=3)(ds, client_id=0, seed=0, attackers=[0])["label"][:]
     assert all(a != b for a, b in zip(old, rand))
     with pytest.raises(ValueError, match="distinct source and target"):
         LabelFlip(source=1, target=1)
@@ -97,19 +97,19 @@ def test_label_flip():
 def test_backdoor_poisons_exact_fraction_and_success_set():
     ds = _ds(40)
     attack = TextBackdoor(trigger="cf", target=0, poison_fraction=0.25)
-    out = attack(ds, client_id=3, seed=0)
+    out = attack(ds, client_id=3, seed=0, attackers=[3])
     poisoned = [i for i, t in enumerate(out["text"][:]) if "cf" in t.split()]
     assert len(poisoned) == 10 and all(out["label"][i] == 0 for i in poisoned)
-    assert attack(ds, client_id=3, seed=0)["text"][:] == out["text"][:]  # seeded
+    assert attack(ds, client_id=3, seed=0, attackers=[3])["text"][:] == out["text"][:]  # seeded
     success, target = attack.success_set(ds)
     assert target == 0 and len(success) == sum(1 for y in ds["label"][:] if y != 0)
     assert all("cf" in t.split() for t in success["text"][:]) and 0 not in success["label"][:]
 
 
 def test_dba_splits_the_trigger_among_attackers():
-    attack = DistributedBackdoor(pieces=["cf", "mn"], attackers=[4, 7], poison_fraction=1.0)
-    a = attack(_ds(10), client_id=4, seed=0)["text"][:]
-    b = attack(_ds(10), client_id=7, seed=0)["text"][:]
+    attack = DistributedBackdoor(pieces=["cf", "mn"], poison_fraction=1.0)
+    a = attack(_ds(10), client_id=4, seed=0, attackers=[4, 7])["text"][:]
+    b = attack(_ds(10), client_id=7, seed=0, attackers=[4, 7])["text"][:]
     assert all("cf" in t.split() and "mn" not in t.split() for t in a)
     assert all("mn" in t.split() and "cf" not in t.split() for t in b)
     success, _ = attack.success_set(_ds(10))

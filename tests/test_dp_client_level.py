@@ -65,16 +65,16 @@ def test_adaptive_clipping_follows_andrew_et_al_update():
     noise = float(torch.randn((), generator=torch.Generator().manual_seed(7), dtype=torch.float64)) * sb
     b = (2 + noise) / 4
     assert info.stats["dp_noisy_unclipped_fraction"] == pytest.approx(b)
-    assert stage.clip_norm == pytest.approx(c0 * math.exp(-eta * (b - gamma)))
+    assert stage.current_clip_norm == pytest.approx(c0 * math.exp(-eta * (b - gamma)))
     other = ClientClip(clip_norm=5.0, adaptive=True, count_noise_std=sb)
     other.load_state_dict(stage.state_dict())
-    assert other.clip_norm == stage.clip_norm
+    assert other.current_clip_norm == stage.current_clip_norm
     # all updates tiny -> C shrinks over rounds towards the median norm
     small = torch.full((20, 3), 1e-3)
     st = ClientClip(clip_norm=1.0, adaptive=True, count_noise_std=1.0)
     for r in range(30):
         st(small, generator=torch.Generator().manual_seed(r))
-    assert st.clip_norm < 0.05
+    assert st.current_clip_norm < 0.05
 
 
 def test_update_noise_multiplier_composes_back_to_z():
@@ -108,4 +108,4 @@ def test_dp_stages_keep_input_and_state_roundtrip_through_pipeline():
                            pre=[{"name": "dp_clip", "clip_norm": 0.5, "adaptive": True, "count_noise_std": 1.0}],
                            post=[{"name": "dp_fedavg", "noise_multiplier": 1.0}])
     fresh.load_state_dict(state)
-    assert fresh.pre[0].clip_norm == pipe.pre[0].clip_norm
+    assert fresh.pre[0].current_clip_norm == pipe.pre[0].current_clip_norm

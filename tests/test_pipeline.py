@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from trustfl.defenses import (AggregateInfo, FedAvg, Pipeline, available_aggregators, make_aggregator,
                               register_aggregator)
 from trustfl.errors import UpdateError
+from trustfl.types import PreStage
 
 
 def _numpy_fedavg(u: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -71,10 +72,10 @@ def test_pipeline_errors_are_clear():
         FedAvg()(torch.zeros(2, 3, dtype=torch.long))
 
 
-class _HalveNorm:
+class _HalveNorm(PreStage):
     """A toy pre-aggregator used to test composition: scales every row by 1/2 and marks it clipped."""
 
-    def __call__(self, updates, weights=None, *, generator=None):
+    def __call__(self, updates, weights=None, *, generator=None, client_ids=None):
         info = AggregateInfo.all_accepted(updates.shape[0])
         info.clipped[:] = True
         info.reasons = ["halved"] * updates.shape[0]

@@ -27,9 +27,14 @@ class ToleranceError(TrustFLError, ValueError):
     """An aggregator cannot give its guarantee for the given number of clients n and attackers f."""
 
 
+class MissingDependencyError(TrustFLError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
 class StopFederation(TrustFLError):
     """Raised by a round callback to end a run cleanly after the current round (e.g. a DP budget)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, metrics: dict | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.metrics = dict(metrics or {})  # e.g. the round's ε when a DP budget stops the run

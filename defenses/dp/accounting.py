@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from trustfl.optional import require
+
 __all__ = ["RDP_ORDERS", "PrivacyLedger", "epsilon", "noise_multiplier_for"]
 
 AccountantName = Literal["rdp", "prv"]
@@ -42,7 +44,7 @@ def _check_mechanism(*, noise_multiplier: float, sample_rate: float, steps: int)
 
 
 def _accountant(name: AccountantName):  # noqa: ANN202 - an opacus IAccountant
-    from opacus.accountants import create_accountant
+    create_accountant = require("opacus.accountants", extra="dp", feature="differential privacy").create_accountant
 
     if name not in ("rdp", "prv"):
         raise ValueError(f"accountant: must be one of ['rdp', 'prv'], got {name!r}")
@@ -79,7 +81,7 @@ def noise_multiplier_for(*, target_epsilon: float, delta: float, sample_rate: fl
     _check_mechanism(noise_multiplier=1.0, sample_rate=sample_rate, steps=steps)
     if steps < 1:
         raise ValueError(f"steps: must be >= 1 to calibrate noise, got {steps}")
-    from opacus.accountants.utils import get_noise_multiplier
+    get_noise_multiplier = require("opacus.accountants.utils", extra="dp", feature="differential privacy").get_noise_multiplier
 
     return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
                                       steps=steps, accountant=accountant, epsilon_tolerance=tolerance,

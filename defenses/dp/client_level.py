@@ -27,10 +27,13 @@ so the (securely) summed noise has std z·C.
 from __future__ import annotations
 
 import math
+from typing import ClassVar, Sequence
 
 import torch
 
 from trustfl.defenses.base import Aggregate, AggregateInfo, validate_updates
+from trustfl.errors import UpdateError
+from trustfl.types import PostStageBase, PreStage
 
 __all__ = ["ClientClip", "GaussianNoise", "clip_rows", "noise_share", "update_noise_multiplier"]
 
@@ -68,7 +71,7 @@ def clip_rows(updates: torch.Tensor, clip_norm: float) -> tuple[torch.Tensor, to
     return updates * factor.to(updates.dtype).unsqueeze(1), norms
 
 
-class ClientClip:
+class ClientClip(PreStage):
     """Pre-stage ``"dp_clip"``: clip every client update to L2 norm C (fixed or adaptive).
 
     Args:
@@ -80,7 +83,8 @@ class ClientClip:
         count_noise_std: σ_b > 0 (required with ``adaptive``).
 
     The C used this round is in ``info.stats["dp_clip_norm"]`` (and ``dp_count_noise_std``);
-    C for the next round is state (``state_dict``) so a resumed run continues it.
+    ``clip_norm`` stays the configured (initial) C; the current C is ``current_clip_norm``, which
+    adaptive clipping moves and ``state_dict`` carries so a resumed run continues it.
 
     Example:
         >>> rows, w, info = ClientClip(clip_norm=1.0)(torch.tensor([[3.0, 4.0], [0.3, 0.4]]))
@@ -88,7 +92,10 @@ class ClientClip:
         ([1.0, 0.5], [True, False])
     """
 
-    requires_individual_updates = True
+    requires_individual_updates: ClassVar[bool] = True
+    stateful: ClassVar[bool] = True  # the adaptive C (empty state with fixed clipping)
+    claims_robustness: ClassVar[bool] = False
+    tracks_clients: ClassVar[bool] = False
 
     def __init__(self, *, clip_norm: float, adaptive: bool = False, target_quantile: float = 0.5,
                  clip_lr: float = 0.2, count_noise_std: float | None = None) -> None:
@@ -108,18 +115,18 @@ class ClientClip:
         self.target_quantile = float(target_quantile)
         self.clip_lr = float(clip_lr)
         self.count_noise_std = None if count_noise_std is None else float(count_noise_std)
-
-    def __repr__(self) -> str:
-        extra = (f", adaptive=True, target_quantile={self.target_quantile}, clip_lr={self.clip_lr}, "
-                 f"count_noise_std={self.count_noise_std}") if self.adaptive else ""
-        return f"ClientClip(clip_norm={self.clip_norm}{extra})"
+        self.current_clip_norm = self.clip_norm
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None
+                 generator: torch.Generator | None = None, client_ids: Sequence[int] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor | None, AggregateInfo]:
-        validate_updates(updates)
+        finite = validate_updates(updates)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            raise UpdateError(f"dp_clip: rows {bad[:8]} contain NaN/Inf; run it inside a trustfl.defenses.Pipeline, "
+                              "which rejects such clients and records why")
         n = updates.shape[0]
-        c = self.clip_norm
+        c = self.current_clip_norm
         clipped, norms = clip_rows(updates, c)
         info = AggregateInfo.all_accepted(n)
         info.clipped = norms > c
@@ -130,25 +137,25 @@ class ClientClip:
             assert self.count_noise_std is not None
             noise = torch.randn((), generator=generator, dtype=torch.float64) * self.count_noise_std
             b = (float((norms <= c).sum()) + float(noise)) / n  # Andrew et al. 2021, Alg. 1
-            self.clip_norm = c * math.exp(-self.clip_lr * (b - self.target_quantile))
+            self.current_clip_norm = c * math.exp(-self.clip_lr * (b - self.target_quantile))
             info.stats["dp_count_noise_std"] = self.count_noise_std
             info.stats["dp_noisy_unclipped_fraction"] = b
-            info.stats["dp_next_clip_norm"] = self.clip_norm
+            info.stats["dp_next_clip_norm"] = self.current_clip_norm
         return clipped, weights, info
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"clip_norm": torch.tensor(self.clip_norm, dtype=torch.float64)} if self.adaptive else {}
+        return {"clip_norm": torch.tensor(self.current_clip_norm, dtype=torch.float64)} if self.adaptive else {}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if self.adaptive:
             if "clip_norm" not in state:
                 raise ValueError(f"ClientClip.load_state_dict: missing 'clip_norm', got keys {sorted(state)}")
-            self.clip_norm = float(state["clip_norm"])
+            self.current_clip_norm = float(state["clip_norm"])
         elif state:
             raise ValueError(f"ClientClip.load_state_dict: fixed clipping keeps no state, got {sorted(state)}")
 
 
-class GaussianNoise:
+class GaussianNoise(PostStageBase):
     """Post-stage ``"dp_fedavg"``: add N(0, (z_Δ C / m)²) to the mean of m clipped updates.
 
     Needs a :class:`ClientClip` earlier in the pipeline (reads ``info.stats["dp_clip_norm"]``)
@@ -163,18 +170,20 @@ class GaussianNoise:
         ValueError: no ``dp_clip_norm`` in the aggregate's stats, or unequal weights.
     """
 
-    requires_individual_updates = False  # works on the (secure) sum, given clipping happened client-side
+    requires_individual_updates: ClassVar[bool] = False  # runs on the (secure) sum, given clipping happened client-side
+    stateful: ClassVar[bool] = False
+    claims_robustness: ClassVar[bool] = False
+    tracks_clients: ClassVar[bool] = False
 
     def __init__(self, *, noise_multiplier: float) -> None:
         if not noise_multiplier > 0:
             raise ValueError(f"noise_multiplier: must be > 0 (0 means no privacy), got {noise_multiplier}")
         self.noise_multiplier = float(noise_multiplier)
 
-    def __repr__(self) -> str:
-        return f"GaussianNoise(noise_multiplier={self.noise_multiplier})"
-
-    def __call__(self, aggregate: Aggregate, *, num_clients: int,
-                 generator: torch.Generator | None = None) -> Aggregate:
+    def __call__(self, aggregate: Aggregate, *, num_clients: int, generator: torch.Generator | None = None,
+                 client_ids: Sequence[int] | None = None) -> Aggregate:
+        if not bool(torch.isfinite(aggregate.vector).all()):
+            raise UpdateError("dp_fedavg: the aggregate contains NaN/Inf; refusing to release it")
         stats = aggregate.info.stats
         if "dp_clip_norm" not in stats:
             raise ValueError("dp_fedavg: no clipping norm in the aggregate (info.stats['dp_clip_norm']); put a "

@@ -22,7 +22,7 @@ sum: the noise-only update is applied and accounted here, never skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 import torch
 from torch import nn
@@ -30,6 +30,8 @@ from torch import nn
 from trustfl.defenses.dp.accounting import epsilon_kwargs, noise_multiplier_for
 from trustfl.defenses.dp.settings import SampleLevelSettings
 from trustfl.errors import TrustFLError
+from trustfl.types import ClientPrivacyHook
+from trustfl.optional import require
 
 __all__ = ["DPAdapterTraining", "DPCheckError", "PrivateTraining", "make_private", "per_sequence_loss"]
 
@@ -221,7 +223,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any
         ValueError: both or neither of noise_multiplier / target_epsilon, or a bad value.
         DPCheckError: the optimizer does not hold the model's trainable parameters.
     """
-    from opacus import PrivacyEngine
+    PrivacyEngine = require("opacus", extra="dp", feature="differential privacy").PrivacyEngine
 
     if (noise_multiplier is None) == (target_epsilon is None):
         raise ValueError(f"make_private: set exactly one of noise_multiplier or target_epsilon, got "
@@ -273,7 +275,7 @@ class _ClientState:
     current: PrivateTraining | None = None
 
 
-class DPAdapterTraining:
+class DPAdapterTraining(ClientPrivacyHook):
     """Client-side privacy hook for trustfl's loop: DP-SGD on each client's LoRA training.
 
     Args:
@@ -286,8 +288,14 @@ class DPAdapterTraining:
 
     Each client has its own ``PrivacyEngine`` and accountant; ``epsilons()`` gives ε per
     client, and the loop reports their max. Opacus's hooks are removed in ``finish`` so the
-    shared model is re-wrapped cleanly for the next client.
+    shared model is re-wrapped cleanly for the next client. Its accountants are JSON state
+    (``state_json``/``load_state_json``), not tensors.
     """
+
+    custom_loss: ClassVar[bool] = True  # the trainer computes the loss through loss() (per-sample aware)
+    stateful: ClassVar[bool] = False  # no tensors; the accountant state travels through state_json
+    claims_robustness: ClassVar[bool] = False
+    tracks_clients: ClassVar[bool] = True  # one accountant per client id
 
     def __init__(self, *, target_epsilon: float | None = None, noise_multiplier: float | None = None,
                  delta: float = 1e-5, max_grad_norm: float = 1.0, grad_sample_mode: GradSampleMode = "hooks",
@@ -300,6 +308,9 @@ class DPAdapterTraining:
         if task not in ("classification", "causal_lm"):
             raise ValueError(f"task: must be 'classification' or 'causal_lm', got {task!r}")
         self.rounds, self.task = rounds, task
+        # every __init__ argument under its own name (get_config / repr); settings is the validated view
+        self.target_epsilon, self.noise_multiplier, self.delta = target_epsilon, noise_multiplier, delta
+        self.max_grad_norm, self.grad_sample_mode, self.accountant = max_grad_norm, grad_sample_mode, accountant
         self.clients: dict[int, _ClientState] = {}
 
     @classmethod
@@ -309,16 +320,9 @@ class DPAdapterTraining:
                    grad_sample_mode=settings.grad_sample_mode, accountant=settings.accountant, rounds=rounds,
                    task=task)
 
-    def __repr__(self) -> str:
-        s = self.settings
-        budget = f"target_epsilon={s.target_epsilon}" if s.target_epsilon is not None else \
-            f"noise_multiplier={s.noise_multiplier}"
-        return (f"DPAdapterTraining({budget}, delta={s.delta}, max_grad_norm={s.max_grad_norm}, "
-                f"grad_sample_mode={s.grad_sample_mode!r}, accountant={s.accountant!r}, rounds={self.rounds})")
-
     def _state(self, client_id: int) -> _ClientState:
         if client_id not in self.clients:
-            from opacus import PrivacyEngine
+            PrivacyEngine = require("opacus", extra="dp", feature="differential privacy").PrivacyEngine
 
             self.clients[client_id] = _ClientState(engine=PrivacyEngine(accountant=self.settings.accountant))
         return self.clients[client_id]

@@ -107,7 +107,7 @@ class ServerRound:
         if not float(view.secure_weight) > 0:
             raise UpdateError(f"round {round}: the secure weight sum must be > 0, got {view.secure_weight}")
         return self.pipeline.aggregate_sum(total, float(view.secure_weight), num_clients=len(view.client_ids),
-                                           generator=gen, client_ids=view.client_ids)
+                                           generator=gen, client_ids=view.client_ids, stats=view.revealed or None)
 
 
 def _stack(view: ServerView, d: int) -> torch.Tensor:

@@ -59,13 +59,15 @@ class ServerView:
 
     With secure aggregation, ``results`` is empty and ``secure_sum``/``secure_weight`` hold the
     (weighted) sum of the updates and the weight sum; ``client_ids`` and ``num_samples`` are the
-    metadata that the protocol reveals.
+    metadata that the protocol reveals; ``revealed`` holds facts revealed with the sum (e.g.
+    ``{"dp_clip_norm": C}`` when clients clipped before summing), for the post-stages.
     """
 
     client_ids: list[int]
     results: list[ClientResult]
     secure_sum: torch.Tensor | None = None
     secure_weight: float | None = None
+    revealed: dict[str, float] = field(default_factory=dict)
 
     @property
     def secure(self) -> bool:
@@ -83,8 +85,13 @@ class PipelineLike(Protocol):
 
     def check_tolerance(self, n: int, f: int) -> None: ...
 
-    def aggregate_sum(self, total: torch.Tensor, weight: float, *, num_clients: int,
-                      generator: torch.Generator | None = None) -> Aggregate: ...
+    def sum_weights(self, weights: torch.Tensor | None, n: int) -> torch.Tensor: ...
+
+    def aggregate_sum(self, total: torch.Tensor, weight_sum: float, *, num_clients: int,
+                      generator: torch.Generator | None = None, client_ids: Sequence[int] | None = None,
+                      stats: dict[str, float] | None = None) -> Aggregate: ...
+
+    def get_config(self) -> dict[str, Any]: ...
 
     def state_dict(self) -> dict[str, torch.Tensor]: ...
 
