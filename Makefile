@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo lint-imports test test-fast bench clean
 
 install: $(STAMP)
 
@@ -26,7 +26,17 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 demo: install
 	$(VENV)/bin/trustfl run examples/quickstart.toml --out runs/quickstart --overwrite
 
-test: install
+# Import contracts (.importlinter). They are checked on an installed copy of the package:
+# in the editable install attacks/, defenses/ and audits/ live outside trustfl/, where
+# lint-imports (grimp) would not see them as trustfl.attacks, trustfl.defenses, trustfl.audits.
+LINT_COPY := build/lint-imports
+lint-imports: install
+	rm -rf $(LINT_COPY)
+	$(PIP) install --quiet --no-index --no-deps --no-build-isolation --no-compile --target $(LINT_COPY) .
+	cd $(LINT_COPY) && $(CURDIR)/$(VENV)/bin/lint-imports --no-cache --config $(CURDIR)/.importlinter
+
+# tests/test_packaging.py is the dependency check (declared == imported, deptry-style).
+test: install lint-imports
 	$(PY) -m pytest -q -n 2 --durations=15 tests
 
 # Integration tests with the real offline weights are included in `make test`;

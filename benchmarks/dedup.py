@@ -6,7 +6,7 @@ Usage::
     python benchmarks/dedup.py --records 100000     # quick iteration
     python benchmarks/dedup.py --records 20000 --semantic   # + the semantic method (MiniLM), small n
 
-Corpus: :func:`trustfl.data.benchmark_corpus` from the real corpora sms_spam + trec +
+Corpus: :func:`trustfl.defenses.dedup.planted.benchmark_corpus` from the real corpora sms_spam + trec +
 health_tweets (74,281 texts): every real text once, distinct records made by joining two whole
 real texts of similar length, and 10 % planted duplicates (exact, typo, word_swap, paraphrase,
 cross_client, equal shares) over 8 clients, shuffled. Cached under ``--cache-dir``.
@@ -76,15 +76,13 @@ def corpus_path(args: argparse.Namespace) -> Path:
 
 def build_corpus(args: argparse.Namespace) -> tuple[Path, float]:
     """Generate (or reuse) the cached corpus; returns its path and the generation time (0 if cached)."""
-    from trustfl.data import PlantedCorpus, benchmark_corpus
-    from trustfl.defenses.dedup import normalize_text
+    from trustfl.defenses.dedup.planted import PlantedCorpus, benchmark_corpus
 
     path = corpus_path(args)
     if (path / "planted_meta.json").exists():
         return path, 0.0
     t0 = time.perf_counter()
-    corpus = benchmark_corpus(args.records, dup_rate=args.dup_rate, n_clients=args.clients, seed=args.seed,
-                              normalize=normalize_text)
+    corpus = benchmark_corpus(args.records, dup_rate=args.dup_rate, n_clients=args.clients, seed=args.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     corpus.save(tmp)
@@ -124,7 +122,7 @@ def run_datasketch(texts: list[str], args: argparse.Namespace) -> dict[str, Any]
     """datasketch MinHash + MinHashLSH as text-dedup configures it; candidates are the edges."""
     from datasketch import MinHash, MinHashLSH
 
-    from trustfl.defenses.dedup import DedupKey, KeyedMinHash
+    from trustfl.defenses.dedup import DedupKey, KeyedMinHash, component_labels
 
     shingler = KeyedMinHash(DedupKey.from_passphrase(KEY_PASSPHRASE), num_perm=args.num_perm, ngram=args.ngram)
     n = len(texts)
@@ -141,11 +139,7 @@ def run_datasketch(texts: list[str], args: argparse.Namespace) -> dict[str, Any]
         lsh.insert(i, m, check_duplication=False)
         sig[i] = m.hashvalues
     a, b = np.asarray(edges_a, dtype=np.int64), np.asarray(edges_b, dtype=np.int64)
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n)).tocsr()
-    connected_components(graph, directed=False)
+    component_labels(n, a, b)
     seconds = time.perf_counter() - t0
     # +verify: keep candidates whose estimated Jaccard reaches the threshold
     t1 = time.perf_counter()
@@ -153,8 +147,7 @@ def run_datasketch(texts: list[str], args: argparse.Namespace) -> dict[str, Any]
     for lo in range(0, len(a), 200_000):
         est[lo:lo + 200_000] = (sig[a[lo:lo + 200_000]] == sig[b[lo:lo + 200_000]]).mean(axis=1)
     ok = est >= args.threshold - 1e-12
-    graph = coo_matrix((np.ones(int(ok.sum()), dtype=np.int8), (a[ok], b[ok])), shape=(n, n)).tocsr()
-    connected_components(graph, directed=False)
+    component_labels(n, a[ok], b[ok])
     verify_seconds = time.perf_counter() - t1
     return {"seconds": seconds, "a": a, "b": b, "verified": ok, "verify_seconds": verify_seconds,
             "params": {"bands": lsh.b, "rows": lsh.r, "weights": [0.5, 0.5], "scheme": "affine32",
@@ -163,7 +156,7 @@ def run_datasketch(texts: list[str], args: argparse.Namespace) -> dict[str, Any]
 
 def worker(args: argparse.Namespace) -> None:
     """Child process: load the corpus, run one method, write its edges and numbers to ``--out``."""
-    from trustfl.data import PlantedCorpus
+    from trustfl.defenses.dedup.planted import PlantedCorpus
 
     corpus = PlantedCorpus.load(args.corpus)
     texts, client_id = corpus.texts, corpus.client_id
@@ -204,9 +197,8 @@ def run_child(method: str, path: Path, args: argparse.Namespace, tmp: Path) -> d
 def score_methods(corpus: Any, results: dict[str, dict[str, Any]], threshold: float, ngram: int = 5,
                   semantic_threshold: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Adjudicate every predicted edge outside the planted ground truth, then score each method."""
-    from trustfl.data import adjudicate_pairs, score_dedup
-    from trustfl.data.planted import labels_from_edges
-    from trustfl.defenses.dedup import DedupKey, KeyedMinHash
+    from trustfl.defenses.dedup import DedupKey, KeyedMinHash, component_labels
+    from trustfl.defenses.dedup.planted import adjudicate_pairs, score_dedup
 
     shingler = KeyedMinHash(DedupKey.from_passphrase(KEY_PASSPHRASE), ngram=ngram)
     n = len(corpus)
@@ -219,7 +211,7 @@ def score_methods(corpus: Any, results: dict[str, dict[str, Any]], threshold: fl
     lo, hi = np.minimum(all_a, all_b), np.maximum(all_a, all_b)
     keys = np.unique(lo * n + hi)
     ua, ub = keys // n, keys % n
-    gt_links = labels_from_edges(n, *corpus.true_pairs())
+    gt_links = component_labels(n, *corpus.true_pairs())
     outside = gt_links[ua] != gt_links[ub]
     t0 = time.perf_counter()
     jac, genuine = adjudicate_pairs(corpus.texts, ua[outside], ub[outside], shingler.shingles, threshold)
@@ -241,7 +233,7 @@ def score_methods(corpus: Any, results: dict[str, dict[str, Any]], threshold: fl
              "seconds": round(time.perf_counter() - t0, 2)}
     scores = {}
     for name, (a, b) in edge_sets.items():
-        s = score_dedup(corpus, labels_from_edges(n, a, b), extra_true_edges=extra)
+        s = score_dedup(corpus, component_labels(n, a, b), extra_true_edges=extra)
         scores[name] = {"pairwise": s["pairwise"],
                         "recall_per_type": {k: round(v["recall"], 4) for k, v in s["per_type"].items() if "recall" in v},
                         "precision_per_type": {k: round(v["precision"], 4) for k, v in s["per_type"].items()},
@@ -272,14 +264,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dup-rate", type=float, default=0.1)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threshold", type=float, default=0.7, help="Jaccard threshold (both methods)")
-    parser.add_argument("--num-perm", type=int, default=128)
-    parser.add_argument("--ngram", type=int, default=5, help="character shingle length (both methods)")
+    from trustfl.defenses.dedup import DedupSettings
+
+    d = DedupSettings()  # the benchmark runs dedup at its defaults unless told otherwise
+    parser.add_argument("--threshold", type=float, default=d.jaccard_threshold,
+                        help="Jaccard threshold (both methods)")
+    parser.add_argument("--num-perm", type=int, default=d.num_perm)
+    parser.add_argument("--ngram", type=int, default=d.ngram, help="character shingle length (both methods)")
     parser.add_argument("--methods", default="trustfl,datasketch")
     parser.add_argument("--semantic", action="store_true",
                         help="also run trustfl with exact+lexical+semantic (MiniLM) on --semantic-records records")
     parser.add_argument("--semantic-records", type=int, default=20_000)
-    parser.add_argument("--semantic-threshold", type=float, default=0.9)
+    parser.add_argument("--semantic-threshold", type=float, default=d.semantic_threshold)
     parser.add_argument("--cache-dir", default="~/.cache/trustfl/bench-dedup")
     parser.add_argument("--out-json", default=str(ROOT / "benchmarks" / "results" / "dedup.json"))
     parser.add_argument("--no-save", action="store_true", help="print only, do not write --out-json")
@@ -291,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         worker(args)
         return {}
 
-    from trustfl.data import PlantedCorpus
+    from trustfl.defenses.dedup.planted import PlantedCorpus
 
     t_all = time.perf_counter()
     report: dict[str, Any] = {"benchmark": "dedup", "machine": machine(),
@@ -357,7 +353,7 @@ def semantic_run(args: argparse.Namespace) -> dict[str, Any]:
     MiniLM on 2 CPU cores embeds a few hundred short texts per second, so embedding 1M texts
     would take about an hour: the semantic method is measured at ``--semantic-records``.
     """
-    from trustfl.data import PlantedCorpus
+    from trustfl.defenses.dedup.planted import PlantedCorpus
 
     small = argparse.Namespace(**{**vars(args), "records": args.semantic_records})
     path, gen_s = build_corpus(small)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from trustfl.audits.origin import TextCorpus, client_records, dcr_test, detect_copies
-from trustfl.defenses.dedup import DedupKey, embed_texts, normalize_text
+from trustfl.text import TextKey, embed_texts, normalize_for_matching
 
 
 def main() -> None:
@@ -37,14 +37,14 @@ def main() -> None:
     synthetic = [json.loads(line)["text"] for line in (args.out_dir / "synthetic.jsonl").read_text().splitlines()]
     train, holdout, _ = client_records(args.out_dir / "run")
     rng = np.random.default_rng(args.seed)
-    long_ = [i for i, t in enumerate(train.texts) if len(normalize_text(t)) >= 80]
+    long_ = [i for i, t in enumerate(train.texts) if len(normalize_for_matching(t)) >= 80]
     pick = rng.choice(long_, size=2 * args.plant, replace=False)
     planted, truth = [], []
     for i in pick[:args.plant]:
         planted.append("  " + train.texts[i].upper() + " !!")
         truth.append(("exact", int(i)))
     for k, i in enumerate(pick[args.plant:]):
-        norm = normalize_text(train.texts[i])
+        norm = normalize_for_matching(train.texts[i])
         s = int(rng.integers(0, len(norm) - 60 + 1))
         host = synthetic[k % len(synthetic)]
         planted.append(host[:len(host) // 2] + " " + norm[s:s + 60] + " " + host[len(host) // 2:])
@@ -52,7 +52,7 @@ def main() -> None:
     texts = synthetic + planted
     syn = TextCorpus.from_texts(texts, name="synthetic+planted")
     emb_syn, emb_train, emb_hold = (embed_texts(list(x), progress=False) for x in (texts, train.texts, holdout.texts))
-    res = detect_copies(syn, train, key=DedupKey.generate(), synthetic_embeddings=emb_syn,
+    res = detect_copies(syn, train, key=TextKey.generate(), synthetic_embeddings=emb_syn,
                         reference_embeddings=emb_train)
     n0 = len(synthetic)
     found = {kind: 0 for kind in ("exact", "substring")}

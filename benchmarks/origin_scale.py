@@ -21,7 +21,7 @@ import numpy as np
 
 from trustfl.audits.origin import detect_copies, longest_common_substring
 from trustfl.data import health_tweets
-from trustfl.defenses.dedup import DedupKey, normalize_text
+from trustfl.text import TextKey, normalize_for_matching
 
 
 def main() -> None:
@@ -34,16 +34,16 @@ def main() -> None:
     refs = health_tweets()["text"][:]
     synthetic = [json.loads(line)["text"] for line in (args.out_dir / "synthetic.jsonl").read_text().splitlines()]
     rng = np.random.default_rng(args.seed)
-    long_ = [i for i, t in enumerate(refs) if len(normalize_text(t)) >= 80]
+    long_ = [i for i, t in enumerate(refs) if len(normalize_for_matching(t)) >= 80]
     planted_src = rng.choice(long_, size=args.plant, replace=False)
     queries = list(synthetic)
     for k, i in enumerate(planted_src):
-        norm = normalize_text(refs[i])
+        norm = normalize_for_matching(refs[i])
         s = int(rng.integers(0, len(norm) - 60 + 1))
         host = synthetic[k % len(synthetic)]
         queries.append(host[:len(host) // 2] + " " + norm[s:s + 60] + " " + host[len(host) // 2:])
     t0 = time.perf_counter()
-    res = detect_copies(queries, refs, methods="exact,lcs,minhash", key=DedupKey.generate())
+    res = detect_copies(queries, refs, methods="exact,lcs,minhash", key=TextKey.generate())
     total = time.perf_counter() - t0
     n0 = len(synthetic)
     recall = float(np.mean(["lcs" in f.criteria for f in res.findings[n0:]]))
@@ -52,9 +52,9 @@ def main() -> None:
     pairs = [(queries[int(rng.integers(len(queries)))], refs[int(rng.integers(len(refs)))]) for _ in range(300)]
     t1 = time.perf_counter()
     for a, b in pairs:
-        longest_common_substring(normalize_text(a), normalize_text(b))
+        longest_common_substring(normalize_for_matching(a), normalize_for_matching(b))
     per_pair = (time.perf_counter() - t1) / len(pairs)
-    out = {"references": len(refs), "reference_chars": int(sum(len(normalize_text(t)) for t in refs)),
+    out = {"references": len(refs), "reference_chars": int(sum(len(normalize_for_matching(t)) for t in refs)),
            "queries": len(queries), "planted": args.plant, "recall_planted_lcs": recall,
            "flagged_synthetic": flagged_synthetic, "seconds": {k: round(v, 2) for k, v in res.seconds.items()},
            "total_s": round(total, 2), "dp_ms_per_pair": round(per_pair * 1e3, 3),

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from trustfl.defenses.dedup import (DedupError, DedupKey, DedupResult, KeyedMinHash, SimHasher, cosine_to_hamming,
                                     deduplicate, equal_code_pairs, exact_codes, hamming, hamming_range_pairs,
-                                    keep_mask, minhash_jaccard, minhash_pairs, normalize_text)
+                                    keep_mask, minhash_jaccard, minhash_pairs)
 from trustfl.defenses.dedup.clusters import cluster_members, component_labels
-from trustfl.defenses.dedup.index import lsh_bands
+from trustfl.errors import ConfigError
+from trustfl.text import TextError, lsh_bands, normalize_for_matching
 
 KEY = DedupKey(b"test-key-0123456789abcdef")
 
@@ -40,13 +41,13 @@ def test_public_api_star_import():
     ("...", ""),
     ("a\t\nb", "a b"),
 ])
-def test_normalize_text_rule(raw, norm):
-    assert normalize_text(raw) == norm
+def test_normalize_for_matching_rule(raw, norm):
+    assert normalize_for_matching(raw) == norm
 
 
-def test_normalize_text_rejects_non_str():
+def test_normalize_for_matching_rejects_non_str():
     with pytest.raises(TypeError, match="expects str"):
-        normalize_text(None)  # type: ignore[arg-type]
+        normalize_for_matching(None)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- keys
@@ -63,12 +64,12 @@ def test_key_save_load_roundtrip_mode_0600(tmp_path):
 
 
 def test_key_errors(tmp_path):
-    with pytest.raises(DedupError, match=">= 16 bytes"):
+    with pytest.raises(TextError, match=">= 16 bytes"):
         DedupKey(b"short")
-    with pytest.raises(DedupError, match="does not exist"):
+    with pytest.raises(TextError, match="does not exist"):
         DedupKey.load(tmp_path / "missing.key")
     (tmp_path / "bad.key").write_text("not hex")
-    with pytest.raises(DedupError, match="hex"):
+    with pytest.raises(TextError, match="hex"):
         DedupKey.load(tmp_path / "bad.key")
 
 
@@ -78,7 +79,7 @@ def test_exact_codes_match_iff_normalized_equal():
     c = exact_codes(texts, KEY)
     assert c.shape == (5, 16) and c.dtype == np.uint8
     same = (c[:, None, :] == c[None, :, :]).all(-1)
-    norm = [normalize_text(t) for t in texts]
+    norm = [normalize_for_matching(t) for t in texts]
     assert (same == np.array([[a == b for b in norm] for a in norm])).all()
 
 
@@ -146,9 +147,9 @@ def test_simhash_hamming_tracks_angle():
 
 
 def test_simhash_input_errors():
-    with pytest.raises(DedupError, match="multiple of 8"):
+    with pytest.raises(TextError, match="multiple of 8"):
         SimHasher(KEY, dim=4, bits=12)
-    with pytest.raises(DedupError, match=r"shape \[n, 4\]"):
+    with pytest.raises(TextError, match=r"shape \[n, 4\]"):
         SimHasher(KEY, dim=4, bits=8).codes(np.zeros((2, 5)))
 
 
@@ -201,7 +202,7 @@ def test_equal_code_pairs_are_stars_and_lsh_bands_fit_faiss():
     for t in (0.5, 0.7, 0.9):
         bands, rows = lsh_bands(t, 128)
         assert rows <= 7 and bands * rows <= 128
-    with pytest.raises(DedupError, match="rows <= 7"):
+    with pytest.raises(TextError, match="rows <= 7"):
         minhash_pairs(np.zeros((3, 16), np.uint32), 0.5, bands=2, rows=8)
 
 
@@ -268,13 +269,15 @@ def test_report_json_and_client_examples(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"methods": ["fuzzy"]}, "methods must be"),
-    ({"methods": []}, "methods must be"),
-    ({"jaccard_threshold": 0.0}, "jaccard_threshold"),
-    ({"semantic_threshold": 1.5}, "semantic_threshold"),
+    ({"methods": ["fuzzy"]}, r"dedup\.methods: must be a non-empty subset"),
+    ({"methods": []}, r"dedup\.methods: must be a non-empty subset"),
+    ({"jaccard_threshold": 0.0}, r"dedup\.jaccard_threshold: must be in \(0, 1\]"),
+    ({"semantic_threshold": 1.5}, r"dedup\.semantic_threshold"),
+    ({"rows": 8}, r"dedup\.rows"),
+    ({"treshold": 0.5}, r"dedup: unknown key\(s\) \['treshold'\]"),
 ])
 def test_deduplicate_bad_arguments(kwargs, match):
-    with pytest.raises(DedupError, match=match):
+    with pytest.raises(ConfigError, match=match):
         deduplicate(["a", "b"], KEY, **kwargs)
 
 
@@ -309,7 +312,7 @@ def test_sms_spam_exact_duplicates_all_found():
     texts = load_dataset_source("sms_spam")["text"][:]
     clients = {c: texts[c::3] for c in range(3)}
     r = deduplicate(clients, KEY, methods=["exact"])
-    expected = sum(v - 1 for v in Counter(normalize_text(t) for t in texts).values())
+    expected = sum(v - 1 for v in Counter(normalize_for_matching(t) for t in texts).values())
     assert r.num_dropped == expected
 
 
@@ -338,7 +341,7 @@ def test_loop_switch_drops_duplicates_and_records_counts(tiny_bert_dir, tmp_path
         "federation": {"rounds": 1}, "dedup": {"enabled": True, "methods": ["exact", "lexical"]}})
     fed = Federation(cfg, out_dir=tmp_path / "run", progress=False)
     fed.setup()
-    train = {c: [normalize_text(t) for t in d["text"][:]] for c, d in fed.client_train.items()}
+    train = {c: [normalize_for_matching(t) for t in d["text"][:]] for c, d in fed.client_train.items()}
     flat = [t for ts in train.values() for t in ts]
     assert len(flat) == len(set(flat))  # no exact duplicates left, within or across clients
     info = RunDir(tmp_path / "run").manifest["extra"]["dedup"]
@@ -373,6 +376,102 @@ def test_dedup_settings_validation():
         RunConfig.from_dict({"dedup": {"treshold": 0.5}})
 
 
+# ---------------------------------------------------------------------- settings: one source of defaults
+def test_deduplicate_takes_every_protocol_default_from_dedup_settings():
+    """deduplicate() declares no protocol-parameter defaults of its own: they are DedupSettings fields."""
+    import dataclasses
+    import inspect
+
+    from trustfl.defenses.dedup import DedupSettings
+
+    params = inspect.signature(deduplicate).parameters
+    assert set(params) == {"client_texts", "key", "settings", "embeddings", "keep_server_view", "progress",
+                           "overrides"}
+    assert params["settings"].default is None
+    fields = {f.name for f in dataclasses.fields(DedupSettings)}
+    assert not (set(params) - {"settings", "overrides"}) & fields
+
+
+def test_deduplicate_defaults_behave_as_dedup_settings_defaults():
+    from trustfl.defenses.dedup import DedupSettings
+
+    texts = {0: ["Call me now!", "the quick brown fox jumps over the lazy dog", "bye"],
+             1: ["call me now", "the quick brown fox jumps over the lazy dog!!", "the quick brown fox jumped over"]}
+    d = DedupSettings()
+    implicit = deduplicate(texts, KEY)
+    explicit = deduplicate(texts, KEY, d)
+    spelled = deduplicate(texts, KEY, methods=d.methods, jaccard_threshold=d.jaccard_threshold, num_perm=d.num_perm,
+                          shingle=d.shingle, ngram=d.ngram, confirm=d.confirm, confirm_margin=d.confirm_margin)
+    for r in (explicit, spelled):
+        assert r.clusters == implicit.clusters and r.thresholds == implicit.thresholds
+        assert {k: v for k, v in r.params.items() if k != "lexical"} == \
+            {k: v for k, v in implicit.params.items() if k != "lexical"}
+    assert implicit.params["methods"] == d.methods and implicit.params["confirm"] is d.confirm
+    assert implicit.params["confirm_margin"] == d.confirm_margin and implicit.params["shard_size"] == d.shard_size
+    lex = implicit.params["lexical"]
+    assert (lex["num_perm"], lex["shingle"], lex["ngram"]) == (d.num_perm, d.shingle, d.ngram)
+    assert implicit.thresholds == {"exact": 1.0, "jaccard": d.jaccard_threshold}
+    # overrides replace single fields of the given settings
+    r = deduplicate(texts, KEY, DedupSettings(methods=["exact"]), jaccard_threshold=0.9)
+    assert r.params["methods"] == ["exact"] and r.thresholds == {"exact": 1.0}
+
+
+def test_cli_defaults_are_dedup_settings_defaults(tmp_path):
+    from trustfl.cli import build_parser
+    from trustfl.defenses.dedup import DedupSettings
+    from trustfl.defenses.dedup.command import _FLAGS, settings_from_args
+
+    args = build_parser().parse_args(["dedup", "x.csv", "--key-file", str(tmp_path / "k")])
+    d = DedupSettings()
+    assert settings_from_args(args) == d
+    assert args.confirm is d.confirm
+    for flag, field in _FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        assert (value.split(",") if field == "methods" else value) == getattr(d, field), flag
+    args = build_parser().parse_args(["dedup", "x.csv", "--key-file", "k", "--methods", "lexical", "--ngram", "3",
+                                      "--no-confirm"])
+    assert settings_from_args(args) == DedupSettings(methods=["lexical"], ngram=3, confirm=False)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("methods", ["fuzzy"], "must be a non-empty subset"),
+    ("methods", ["exact", "exact"], "repeated entries"),
+    ("jaccard_threshold", 0, r"must be in \(0, 1\]"),
+    ("jaccard_threshold", "high", "must be a number"),
+    ("semantic_threshold", -1.0, r"must be in \(-1, 1\]"),
+    ("num_perm", 4, "must be >= 8"),
+    ("num_perm", 64.0, "must be an int"),
+    ("shingle", "byte", "must be 'char' or 'word'"),
+    ("ngram", 0, "must be >= 1"),
+    ("simhash_bits", 12, "multiple of 8"),
+    ("confirm", "yes", "true or false"),
+    ("confirm_margin", 1.0, r"must be in \[0, 1\)"),
+    ("embed_model", "", "non-empty str"),
+    ("embed_batch_size", 0, "must be >= 1"),
+    ("max_length", 1, "must be >= 2"),
+    ("bands", 0, "must be >= 1 or unset"),
+    ("rows", 8, r"must be in \[1, 7\]"),
+    ("index", "hnsw", "must be one of"),
+    ("shard_size", 0, "must be >= 1 or unset"),
+    ("nprobe", 0, "must be >= 1"),
+])
+def test_bad_dedup_settings_raise_config_error_with_the_field_path(field, value, match):
+    from trustfl.defenses.dedup import DedupSettings
+
+    with pytest.raises(ConfigError, match=rf"^dedup\.{field}: .*{match}"):
+        DedupSettings(**{field: value})
+    with pytest.raises(ConfigError, match=rf"^dedup\.{field}: "):
+        deduplicate(["a", "b"], KEY, **{field: value})
+
+
+def test_dedup_settings_bands_times_rows_fit_num_perm():
+    from trustfl.defenses.dedup import DedupSettings
+
+    with pytest.raises(ConfigError, match=r"dedup\.bands: bands \* rows must be <= num_perm = 16"):
+        DedupSettings(num_perm=16, bands=5, rows=4)
+    assert DedupSettings(methods="exact, lexical").methods == ["exact", "lexical"]  # CLI-style string accepted
+
+
 # ---------------------------------------------------------------------- CLI
 def test_cli_end_to_end_on_csv(tmp_path, capsys):
     from trustfl.cli import main
@@ -396,7 +495,8 @@ def test_cli_end_to_end_on_csv(tmp_path, capsys):
 @pytest.mark.parametrize("args, match", [
     (["missing.csv"], "does not exist"),
     (["{csv}", "--jaccard-threshold", "1.5"], "jaccard-threshold"),
-    (["{csv}", "--methods", "exact,fuzzy"], "methods must be"),
+    (["{csv}", "--methods", "exact,fuzzy"], "--methods: must be a non-empty subset"),
+    (["{csv}", "--num-perm", "4"], "--num-perm: must be >= 8"),
     (["{csv}", "--text-column", "body"], "text_column='body' is not a column"),
     (["{csv}", "--client-column", "nope"], "--client-column 'nope' is not a column"),
     (["{empty}"], "no non-empty texts"),

@@ -82,7 +82,8 @@ def test_server_view_holds_codes_only_no_text_no_embeddings():
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((len(TEXTS), 384)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    r = deduplicate({0: TEXTS[:3], 1: TEXTS[3:]}, KEY_A, embeddings={0: emb[:3], 1: emb[3:]})
+    r = deduplicate({0: TEXTS[:3], 1: TEXTS[3:]}, KEY_A, methods=["exact", "lexical", "semantic"],
+                    embeddings={0: emb[:3], 1: emb[3:]})
     view = r.server_view
     assert isinstance(view, ServerView) and all(isinstance(c, ClientCodes) for c in view.codes)
     leaves = list(_walk(view))

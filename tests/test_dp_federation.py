@@ -107,3 +107,44 @@ def test_dp_run_stopped_then_resumed_equals_uninterrupted(tiny_bert_dir, tmp_pat
     assert b["privacy_sample"]["epsilon_per_client"] == pytest.approx(a["privacy_sample"]["epsilon_per_client"])
     assert b["privacy_client"]["epsilon"] == pytest.approx(a["privacy_client"]["epsilon"])
     assert b["privacy_client"]["epsilon"] > cut.metrics()[0]["privacy_client"]["epsilon"]
+
+
+def test_privacy_hook_passed_in_code_keeps_its_accountants_across_resume(tiny_bert_dir, tmp_path):
+    """Formerly Federation(privacy=DPAdapterTraining(...)) without [privacy] in the config persisted no
+    accountant state, so a resume restarted every client's ε at 0. As a run component it is committed."""
+    from trustfl.defenses import DPAdapterTraining, SampleLevelDP
+    from trustfl.errors import StopFederation
+
+    cfg = _config(tiny_bert_dir, federation={"rounds": 2, "save_client_updates": False})
+
+    def hook():
+        return SampleLevelDP(DPAdapterTraining(noise_multiplier=1.0, max_grad_norm=0.5, rounds=2))
+
+    Federation(cfg, out_dir=tmp_path / "full", components=[hook()], progress=False).run()
+
+    def stop_after_first(report):
+        if report.round == 1:
+            raise StopFederation("stopped for the test")
+
+    Federation(cfg, out_dir=tmp_path / "cut", components=[hook()], callbacks=[stop_after_first], progress=False).run()
+    Federation(cfg, out_dir=tmp_path / "cut", components=[hook()], resume=True, progress=False).run()
+    a, b = RunDir(tmp_path / "full").metrics()[-1], RunDir(tmp_path / "cut").metrics()[-1]
+    assert b["privacy_sample"]["epsilon_per_client"] == pytest.approx(a["privacy_sample"]["epsilon_per_client"])
+    # resuming a DP run without its hook cannot silently continue: there is accountant state nobody restores
+    with pytest.raises(ValueError, match="keeps no state|privacy_sample"):
+        Federation(_config(tiny_bert_dir, federation={"rounds": 3, "save_client_updates": False}),
+                   out_dir=tmp_path / "cut", resume=True, progress=False).run()
+
+
+def test_each_round_is_one_manifest_commit(tiny_bert_dir, tmp_path, monkeypatch):
+    """Formerly a DP round committed the manifest twice (round, then privacy summary)."""
+    from trustfl.rundir import RunWriter
+
+    commits = []
+    original = RunWriter._commit
+    monkeypatch.setattr(RunWriter, "_commit", lambda self, m: (commits.append(m["completed_rounds"]),
+                                                               original(self, m))[1])
+    cfg = _config(tiny_bert_dir, privacy={"sample": {"noise_multiplier": 1.0}})
+    Federation(cfg, out_dir=tmp_path / "r", progress=False).run()
+    assert commits.count(1) == 1 and commits.count(2) == 1
+    assert RunDir(tmp_path / "r").manifest["extra"]["privacy"]["sample"]["epsilon_max"] > 0

@@ -21,10 +21,10 @@ from trustfl.audits.origin import (CopyThresholds, OriginError, OriginReport, Te
                                    load_corpus, load_origin_config, longest_common_substring, mann_whitney_less,
                                    nearest_cosine, nearest_minhash, roc_auc, sample_texts, youden_threshold)
 from trustfl.audits.origin.lcs import NgramIndex
-from trustfl.defenses.dedup import DedupKey, KeyedMinHash, normalize_text
+from trustfl.text import KeyedMinHash, TextKey, normalize_for_matching
 from trustfl.errors import ConfigError
 
-KEY = DedupKey(b"origin-test-key-0123456789abcdef")
+KEY = TextKey(b"origin-test-key-0123456789abcdef")
 
 
 # ---------------------------------------------------------------------------- references
@@ -61,7 +61,7 @@ def sms_texts() -> list[str]:
     texts = sms_spam()["text"][:]
     seen, out = set(), []
     for t in texts:  # distinct normalised texts, so "unrelated" really is unrelated
-        n = normalize_text(t)
+        n = normalize_for_matching(t)
         if n not in seen and len(n) >= 20:
             seen.add(n)
             out.append(t)
@@ -103,18 +103,18 @@ def test_ngram_index_has_no_false_negatives(refs, query, n):
 def test_planted_copies_found_and_nothing_on_unrelated_text(sms_texts):
     rng = np.random.default_rng(0)
     refs = sms_texts[:400]
-    long_refs = [i for i, t in enumerate(refs) if len(normalize_text(t)) >= 80][:10]
+    long_refs = [i for i, t in enumerate(refs) if len(normalize_for_matching(t)) >= 80][:10]
     filler = ["zebra quantum fjord " * 2, "lorem ipsum dolor sit amet "]
     synthetic, truth_exact, truth_lcs = [], {}, {}
     for k, i in enumerate(long_refs[:4]):  # exact copies up to case / punctuation / spacing
         truth_exact[len(synthetic)] = i
         synthetic.append("  " + refs[i].upper() + " !!")
     for k, i in enumerate(long_refs[4:8]):  # a 60-char substring inside new text
-        s = int(rng.integers(0, len(normalize_text(refs[i])) - 60))
+        s = int(rng.integers(0, len(normalize_for_matching(refs[i])) - 60))
         truth_lcs[len(synthetic)] = i
-        synthetic.append(filler[k % 2] + normalize_text(refs[i])[s:s + 60] + " qwxz")
+        synthetic.append(filler[k % 2] + normalize_for_matching(refs[i])[s:s + 60] + " qwxz")
     near_miss = len(synthetic)  # 49 characters shared: below the 50-char criterion
-    synthetic.append("xylophone " + normalize_text(refs[long_refs[8]])[:49] + " vvv")
+    synthetic.append("xylophone " + normalize_for_matching(refs[long_refs[8]])[:49] + " vvv")
     other_start = len(synthetic)
     synthetic += sms_texts[2000:2030]  # other real messages: spam templates may share long substrings
     unrelated_start = len(synthetic)
@@ -134,7 +134,7 @@ def test_planted_copies_found_and_nothing_on_unrelated_text(sms_texts):
     assert res.findings[near_miss].nearest["lcs"]["score"] == 0.0
     # other real messages: LCS flags exactly what brute force over all pairs says
     for q in range(other_start, len(synthetic)):
-        brute = max(lcs_bruteforce(normalize_text(synthetic[q]), normalize_text(r)) for r in refs)
+        brute = max(lcs_bruteforce(normalize_for_matching(synthetic[q]), normalize_for_matching(r)) for r in refs)
         assert (q in flagged and "lcs" in flagged[q].criteria) == (brute >= 50)
     assert not any(q >= unrelated_start for q in flagged)  # unrelated text: nothing flagged by any method
 
@@ -473,8 +473,8 @@ def test_cli_end_to_end_on_small_files(tmp_path, sms_texts, tiny_bert_dir, capsy
     lines = ["text,client"] + [f'"{t.replace(chr(34), chr(39))}",{i % 3}' for i, t in enumerate(refs)]
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "hold.txt").write_text("\n".join(t.replace("\n", " ") for t in hold) + "\n")
-    long_ref = next(i for i, t in enumerate(refs) if len(normalize_text(t)) >= 70)
-    syn = [refs[5].replace(chr(34), chr(39)), "blah " + normalize_text(refs[long_ref])[:60] + " blah"] + \
+    long_ref = next(i for i, t in enumerate(refs) if len(normalize_for_matching(t)) >= 70)
+    syn = [refs[5].replace(chr(34), chr(39)), "blah " + normalize_for_matching(refs[long_ref])[:60] + " blah"] + \
         sms_texts[500:510]
     (tmp_path / "syn.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in syn))
     out = tmp_path / "report"
@@ -598,3 +598,29 @@ def test_real_minilm_flags_paraphrase_but_not_unrelated(sms_texts):
     res = detect_copies(syn, refs, methods="embedding,minhash", thresholds=CopyThresholds(cosine=0.9), key=KEY)
     assert res.findings[0].criteria == ("embedding",) and res.findings[0].reference["index"] == 0
     assert res.findings[1].criteria == ()
+
+
+# ---------------------------------------------------------------------------- layering
+def test_origin_imports_text_primitives_from_trustfl_text_not_dedup():
+    """audits.origin uses the shared text primitives through their public home (trustfl.text):
+    no module of the package imports trustfl.defenses.dedup (public or private modules)."""
+    import ast
+    from pathlib import Path
+
+    import trustfl.audits.origin as origin
+
+    folder = Path(origin.__file__).parent
+    offenders, text_users = [], set()
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if name.startswith("trustfl.defenses.dedup") or name.startswith("defenses.dedup"):
+                    offenders.append(f"{path.name}:{node.lineno}: {name}")
+                if name == "trustfl.text":
+                    text_users.add(path.name)
+                elif name.startswith("trustfl.text."):  # a private module of trustfl.text
+                    offenders.append(f"{path.name}:{node.lineno}: {name} (use the public trustfl.text API)")
+    assert not offenders, offenders
+    assert {"copies.py", "lcs.py", "neighbors.py"} <= text_users

@@ -11,10 +11,12 @@ import random
 import numpy as np
 import pytest
 
-from trustfl.data import (DUP_TYPES, EditRates, PlantedCorpus, adjudicate_pairs, benchmark_corpus,
-                          load_dataset_source, plant_duplicates, score_dedup)
-from trustfl.data.planted import (_clause_swap, case_whitespace_variant, default_normalize, labels_from_clusters,
-                                  paraphrase_edit, typo_edit, word_swap_edit)
+from trustfl.data import load_dataset_source
+from trustfl.defenses.dedup.planted import (DUP_TYPES, EditRates, PlantedCorpus, adjudicate_pairs, benchmark_corpus,
+                                            case_whitespace_variant, labels_from_clusters, paraphrase_edit,
+                                            plant_duplicates, score_dedup, typo_edit, word_swap_edit)
+from trustfl.defenses.dedup.planted.edits import _clause_swap
+from trustfl.text import normalize_for_matching  # the ground truth's default exact-duplicate rule
 
 TYPES5 = {t: 60 for t in DUP_TYPES}
 
@@ -83,7 +85,7 @@ def test_paraphrase_edit_changes_text_and_uses_the_word_list():
 def test_case_whitespace_variant_is_an_exact_duplicate(sms_texts):
     rng = random.Random(4)
     for text in sms_texts[:500]:
-        assert default_normalize(case_whitespace_variant(text, rng)) == default_normalize(text)
+        assert normalize_for_matching(case_whitespace_variant(text, rng)) == normalize_for_matching(text)
 
 
 # ---------------------------------------------------------------------- planting
@@ -95,7 +97,7 @@ def test_plant_duplicates_ground_truth_matches_independent_counts(sms_texts):
     for t in DUP_TYPES:
         assert counts[t] == TYPES5[t]
     # duplicates already in the corpus: records beyond the first of each normalised text, counted here
-    by_text = collections.Counter(default_normalize(t) for t in sms_texts)
+    by_text = collections.Counter(normalize_for_matching(t) for t in sms_texts)
     assert counts["natural_exact"] == sum(v - 1 for v in by_text.values()) > 300
     assert counts["original"] == len(by_text)
     # every copy points at an original (never at a copy); exact-type copies equal it after normalisation
@@ -103,7 +105,7 @@ def test_plant_duplicates_ground_truth_matches_independent_counts(sms_texts):
     copies = np.flatnonzero(src >= 0)
     assert set(corpus.dup_type[src[copies]].tolist()) == {"original"}
     for i in copies:
-        same = default_normalize(corpus.texts[i]) == default_normalize(corpus.texts[src[i]])
+        same = normalize_for_matching(corpus.texts[i]) == normalize_for_matching(corpus.texts[src[i]])
         kind = corpus.dup_type[i]
         if kind in ("exact", "natural_exact") or (kind == "cross_client" and corpus.edits[i] == 0):
             assert same
@@ -149,7 +151,7 @@ def test_sources_respect_minimum_length(sms_texts):
     rates = EditRates(min_source_chars=100, min_source_words=10)
     corpus = plant_duplicates(sms_texts, counts=TYPES5, rates=rates, seed=1)
     src = corpus.source_id[np.isin(corpus.dup_type, list(DUP_TYPES))]
-    assert all(len(default_normalize(corpus.texts[s])) >= 100 for s in src)
+    assert all(len(normalize_for_matching(corpus.texts[s])) >= 100 for s in src)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -188,7 +190,7 @@ def test_benchmark_corpus_from_the_real_corpora():
     # joined records add distinct texts: the only exact duplicates among base records are the real corpora's own
     real = [*load_dataset_source("sms_spam")["text"][:], *load_dataset_source("trec")["text"][:],
             *load_dataset_source("health_tweets")["text"][:]]
-    by_text = collections.Counter(default_normalize(t) for t in real)
+    by_text = collections.Counter(normalize_for_matching(t) for t in real)
     assert corpus.type_counts()["natural_exact"] == sum(v - 1 for v in by_text.values())
     assert corpus.meta["joined"] == n - n // 10 - len(real)
     # a joined record is two real texts: spot-check that both halves are real texts of similar length

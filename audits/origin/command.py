@@ -67,9 +67,9 @@ def add_parser(sub: Any, handler: Any) -> None:
 
 
 def _key(path: str | None) -> Any:
-    from trustfl.defenses.dedup import DedupKey
+    from trustfl.text import TextKey
 
-    return DedupKey.generate() if path is None else DedupKey.load_or_create(path)[0]
+    return TextKey.generate() if path is None else TextKey.load_or_create(path)[0]
 
 
 def _file_mode(args: argparse.Namespace, console: Any) -> int:
@@ -114,7 +114,7 @@ def _file_mode(args: argparse.Namespace, console: Any) -> int:
                           status="partial: copies")
     emb: dict[str, Any] = {}
     if "embedding" in methods or (hold is not None and "embedding" in spaces):
-        from trustfl.defenses.dedup import embed_texts
+        from trustfl.text import embed_texts
 
         for name, c in (("synthetic", syn), ("reference", ref), ("holdout", hold)):
             if c is not None:
@@ -133,7 +133,7 @@ def _file_mode(args: argparse.Namespace, console: Any) -> int:
             if space == "embedding":
                 report.dcr.append(dcr_test(emb["synthetic"], emb["reference"], emb["holdout"]))
             else:
-                from trustfl.defenses.dedup import KeyedMinHash
+                from trustfl.text import KeyedMinHash
 
                 mh = KeyedMinHash(key, num_perm=args.num_perm, shingle="char", ngram=args.ngram)
                 report.dcr.append(dcr_test(mh.signatures(syn.texts), mh.signatures(ref.texts),

@@ -5,12 +5,12 @@ Four criteria, each with a documented default threshold (docs/origin.md):
 =============  ===========================================================  ==============
 method         score of a synthetic record vs its nearest reference         flagged when
 =============  ===========================================================  ==============
-``exact``      equal keyed HMAC code of the normalised text (dedup's         equal codes
-               :func:`~trustfl.defenses.dedup.exact_codes`)
+``exact``      equal keyed HMAC code of the normalised text                  equal codes
+               (:func:`trustfl.text.exact_codes`)
 ``lcs``        longest common substring in characters (Carlini et al.        ``>= lcs_chars``
                2021), candidates from a keyed N-gram index (:mod:`.lcs`)     (50)
 ``minhash``    keyed-MinHash estimated Jaccard of character 5-gram           ``>= jaccard``
-               shingles (Broder 1997; dedup's :class:`KeyedMinHash`)         (0.7)
+               shingles (Broder 1997; :class:`trustfl.text.KeyedMinHash`)    (0.7)
 ``embedding``  cosine of L2-normalised MiniLM embeddings, FAISS              ``>= cosine``
                ``IndexFlatIP`` (Reimers & Gurevych 2019)                     (0.95)
 =============  ===========================================================  ==============
@@ -33,7 +33,7 @@ from trustfl.audits.origin.corpus import TextCorpus
 from trustfl.audits.origin.errors import OriginError
 from trustfl.audits.origin.lcs import NgramIndex
 from trustfl.audits.origin.neighbors import nearest_cosine, nearest_minhash
-from trustfl.defenses.dedup import DedupKey, KeyedMinHash, exact_codes
+from trustfl.text import KeyedMinHash, TextKey, exact_codes
 
 __all__ = ["COPY_METHODS", "CopyFinding", "CopyResult", "CopyThresholds", "detect_copies", "validate_copy_methods"]
 
@@ -150,7 +150,7 @@ def _as_corpus(x: TextCorpus | Sequence[str], name: str) -> TextCorpus:
 
 def detect_copies(synthetic: TextCorpus | Sequence[str], reference: TextCorpus | Sequence[str], *,
                   methods: str | Sequence[str] = COPY_METHODS, thresholds: CopyThresholds | None = None,
-                  key: DedupKey | None = None, num_perm: int = 128, ngram: int = 5, embed_model: str = "minilm",
+                  key: TextKey | None = None, num_perm: int = 128, ngram: int = 5, embed_model: str = "minilm",
                   synthetic_embeddings: np.ndarray | None = None, reference_embeddings: np.ndarray | None = None,
                   max_length: int = 64, progress: bool = False) -> CopyResult:
     """Compare every synthetic record with the references under ``methods``.
@@ -159,7 +159,7 @@ def detect_copies(synthetic: TextCorpus | Sequence[str], reference: TextCorpus |
         synthetic, reference: texts or :class:`TextCorpus` objects (clients/record ids kept).
         methods: subset of :data:`COPY_METHODS` (comma string or list).
         thresholds: :class:`CopyThresholds` (defaults: lcs 50 chars, Jaccard 0.7, cosine 0.95).
-        key: the :class:`DedupKey` of the keyed codes (exact HMAC, N-gram ids, MinHash); a fresh
+        key: the :class:`TextKey` of the keyed codes (exact HMAC, N-gram ids, MinHash); a fresh
             random key when ``None`` (codes are only compared within this call).
         num_perm, ngram: MinHash signature length and character shingle size.
         embed_model: encoder for ``embedding`` (``"minilm"`` or a local folder); not loaded when
@@ -181,7 +181,7 @@ def detect_copies(synthetic: TextCorpus | Sequence[str], reference: TextCorpus |
     methods = validate_copy_methods(methods)
     thresholds = thresholds or CopyThresholds()
     syn, ref = _as_corpus(synthetic, "synthetic"), _as_corpus(reference, "reference")
-    key = key or DedupKey.generate()
+    key = key or TextKey.generate()
     n = len(syn)
     nearest: list[dict[str, dict[str, Any]]] = [{} for _ in range(n)]
     fired: list[list[str]] = [[] for _ in range(n)]
@@ -229,7 +229,7 @@ def detect_copies(synthetic: TextCorpus | Sequence[str], reference: TextCorpus |
         t0 = time.perf_counter()
         se, re_ = synthetic_embeddings, reference_embeddings
         if se is None or re_ is None:
-            from trustfl.defenses.dedup import embed_texts
+            from trustfl.text import embed_texts
 
             if se is None:
                 se = embed_texts(list(syn.texts), embed_model, max_length=max_length, progress=progress)

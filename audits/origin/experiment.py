@@ -38,7 +38,7 @@ __all__ = ["client_records", "origin_key", "run_origin_experiment"]
 
 def origin_key(settings: OriginSettings, seed: int) -> Any:
     """Key of the keyed codes: ``settings.key_file`` (created if missing), else derived from the seed."""
-    from trustfl.defenses.dedup import key_for_run
+    from trustfl.text import key_for_run
 
     return key_for_run(settings.key_file, seed, purpose="origin")
 
@@ -156,7 +156,7 @@ def run_origin_experiment(run_config: Any, settings: OriginSettings, out_dir: st
     need_emb = "embedding" in settings.methods or "embedding" in settings.dcr_spaces
     emb: dict[str, np.ndarray] = {}
     if need_emb:
-        from trustfl.defenses.dedup import embed_texts
+        from trustfl.text import embed_texts
 
         for name, corpus in (("synthetic", syn), ("train", train), ("holdout", holdout)):
             emb[name] = embed_texts(list(corpus.texts), settings.embed_model, progress=progress)
@@ -172,7 +172,7 @@ def run_origin_experiment(run_config: Any, settings: OriginSettings, out_dir: st
         if space == "embedding":
             report.dcr.append(dcr_test(emb["synthetic"], emb["train"], emb["holdout"], space="embedding"))
         else:
-            from trustfl.defenses.dedup import KeyedMinHash
+            from trustfl.text import KeyedMinHash
 
             mh = KeyedMinHash(key, num_perm=settings.num_perm, shingle="char", ngram=settings.ngram)
             report.dcr.append(dcr_test(mh.signatures(syn.texts), mh.signatures(train.texts),

@@ -4,11 +4,11 @@ Criterion (Carlini et al. 2021, "Extracting Training Data from Large Language Mo
 USENIX Security: a generated sample is a verbatim copy when it shares a long exact
 substring with a training document): a synthetic record *copies* a reference when their
 longest common substring has at least ``N`` characters (default 50), measured on
-:func:`~trustfl.defenses.dedup.normalize_text` output (case, Unicode form, spacing and
+:func:`~trustfl.text.normalize_for_matching` output (case, Unicode form, spacing and
 token-edge punctuation folded) unless ``normalize=False``.
 
 Efficient candidates, no all-pairs scan: every character ``N``-gram window of every
-reference is hashed (keyed 64-bit ids from :class:`~trustfl.defenses.dedup.KeyedMinHash`,
+reference is hashed (keyed 64-bit ids from :class:`~trustfl.text.KeyedMinHash`,
 computed vectorised over the whole corpus) into one sorted array. Two texts have a common
 substring of length >= N iff they share an N-gram, so the candidates of a synthetic record
 are the references holding one of its N-gram ids (``np.searchsorted``), and the index has no
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trustfl.audits.origin.errors import OriginError
-from trustfl.defenses.dedup import DedupKey, KeyedMinHash, normalize_text
+from trustfl.text import KeyedMinHash, TextKey, normalize_for_matching
 
 __all__ = ["LcsMatch", "NgramIndex", "longest_common_substring"]
 
@@ -87,9 +87,9 @@ class NgramIndex:
     Args:
         references: the reference texts.
         min_chars: ``N``, the LCS threshold in characters (>= 8).
-        key: the :class:`DedupKey` that keys the N-gram ids (a fresh random key if ``None``;
+        key: the :class:`TextKey` that keys the N-gram ids (a fresh random key if ``None``;
             ids are only compared within one index, so any key works).
-        normalize: compare :func:`normalize_text` forms (default) or the raw texts.
+        normalize: compare :func:`normalize_for_matching` forms (default) or the raw texts.
         max_verify: per query, verify at most this many candidates (those sharing the most
             N-grams first) after the first verified one; the flag is exact either way, the
             reported nearest reference is the best of the verified ones.
@@ -103,7 +103,7 @@ class NgramIndex:
         (0, 31)
     """
 
-    def __init__(self, references: Sequence[str], *, min_chars: int = 50, key: DedupKey | None = None,
+    def __init__(self, references: Sequence[str], *, min_chars: int = 50, key: TextKey | None = None,
                  normalize: bool = True, max_verify: int = 32) -> None:
         if isinstance(min_chars, bool) or not isinstance(min_chars, int) or min_chars < 8:
             raise OriginError(f"min_chars (--lcs-chars) must be an integer >= 8, got {min_chars!r}; a shorter "
@@ -111,7 +111,7 @@ class NgramIndex:
         if not isinstance(max_verify, int) or max_verify < 1:
             raise OriginError(f"max_verify must be an integer >= 1, got {max_verify!r}")
         self.min_chars, self.normalize, self.max_verify = min_chars, normalize, max_verify
-        self._hasher = KeyedMinHash(key or DedupKey.generate(), num_perm=8, shingle="char", ngram=min_chars)
+        self._hasher = KeyedMinHash(key or TextKey.generate(), num_perm=8, shingle="char", ngram=min_chars)
         self.texts = [self.prepare(t) for t in references]
         ids, owner = self._windows(self.texts)
         order = np.argsort(ids, kind="stable")
@@ -119,7 +119,7 @@ class NgramIndex:
 
     def prepare(self, text: str) -> str:
         """``text`` as the index compares it (normalised unless ``normalize=False``); LCS positions refer to it."""
-        return normalize_text(text) if self.normalize else text
+        return normalize_for_matching(text) if self.normalize else text
 
     def _windows(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Ids of all N-gram windows of the texts that have one, and the record of each window."""

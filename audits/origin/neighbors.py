@@ -2,7 +2,8 @@
 
 * Cosine: a FAISS ``IndexFlatIP`` (exact inner-product search; Johnson, Douze & Jégou 2019,
   "Billion-scale similarity search with GPUs") over L2-normalised embeddings, so the inner
-  product is the cosine similarity and ``1 - cos`` the cosine distance.
+  product is the cosine similarity and ``1 - cos`` the cosine distance
+  (:func:`trustfl.text.nearest_cosine`).
 * MinHash: the estimated Jaccard index of keyed signatures (Broder 1997) against every
   reference, in ``[chunk, n_ref, k]`` blocks (no Python loop over pairs).
 """
@@ -12,62 +13,30 @@ from __future__ import annotations
 import numpy as np
 
 from trustfl.audits.origin.errors import OriginError
+from trustfl.text import TextError
+from trustfl.text import nearest_cosine as text_nearest_cosine
 
 __all__ = ["nearest_cosine", "nearest_minhash"]
-
-
-def _check_matrix(name: str, x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if x.ndim != 2:
-        raise OriginError(f"{name}: expected a [n, dim] embedding matrix, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise OriginError(f"{name}: embeddings hold NaN or Inf values")
-    return x
 
 
 def nearest_cosine(queries: np.ndarray, references: np.ndarray, *, exclude_self: bool = False
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Index and cosine similarity of each query's most similar reference (FAISS ``IndexFlatIP``).
 
-    Args:
-        queries: ``[m, dim]`` float embeddings (normalised here to unit L2 norm).
-        references: ``[n, dim]`` float embeddings, ``n >= 1``.
-        exclude_self: queries *are* the references (same order): skip the query's own row
-            (distance to the closest *other* record; needs ``n >= 2``).
+    :func:`trustfl.text.nearest_cosine`, with its input errors raised as :class:`OriginError`.
 
     Returns:
         ``(index[m] int64, cosine[m] float64)``.
-
-    Raises:
-        OriginError: empty references, mismatched dimensions, non-finite values.
 
     Example:
         >>> idx, cos = nearest_cosine(np.array([[1.0, 0.1]]), np.array([[0.0, 1.0], [1.0, 0.0]]))
         >>> int(idx[0]), round(float(cos[0]), 3)
         (1, 0.995)
     """
-    import faiss
-
-    q, r = _check_matrix("queries", queries), _check_matrix("references", references)
-    if len(r) == 0 or len(r) < 1 + int(exclude_self):
-        raise OriginError(f"references: need at least {1 + int(exclude_self)} record(s), got {len(r)}")
-    if q.shape[1] != r.shape[1]:
-        raise OriginError(f"queries have dimension {q.shape[1]} but references {r.shape[1]}")
-    if exclude_self and len(q) != len(r):
-        raise OriginError(f"exclude_self needs queries == references, got {len(q)} and {len(r)} rows")
-    q, r = q.copy(), r.copy()
-    faiss.normalize_L2(q)
-    faiss.normalize_L2(r)
-    index = faiss.IndexFlatIP(r.shape[1])
-    index.add(r)
-    k = 2 if exclude_self else 1
-    sims, ids = index.search(q, k) if len(q) else (np.zeros((0, k), np.float32), np.zeros((0, k), np.int64))
-    if exclude_self:
-        own = ids[:, 0] == np.arange(len(q))
-        col = np.where(own, 1, 0)
-        rows = np.arange(len(q))
-        return ids[rows, col].astype(np.int64), np.clip(sims[rows, col].astype(np.float64), -1.0, 1.0)
-    return ids[:, 0].astype(np.int64), np.clip(sims[:, 0].astype(np.float64), -1.0, 1.0)
+    try:
+        return text_nearest_cosine(queries, references, exclude_self=exclude_self)
+    except TextError as exc:
+        raise OriginError(str(exc)) from exc
 
 
 def nearest_minhash(queries: np.ndarray, references: np.ndarray, *, exclude_self: bool = False,

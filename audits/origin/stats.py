@@ -1,14 +1,18 @@
 """Statistics of the origin checks, as pure functions over numpy arrays.
 
-* :func:`binomial_sf` — exact upper tail ``P[X >= x]`` of ``Binomial(n, p)`` (scipy's
-  ``binom.sf``, the regularised incomplete beta function).
+* :func:`binomial_sf` — exact upper tail ``P[X >= x]`` of ``Binomial(n, p)``: the p-value of
+  scipy's one-sided exact ``binomtest``.
 * :func:`mann_whitney_less` — one-sided Mann–Whitney U test (Mann & Whitney 1947) that sample
   ``a`` tends to be smaller than ``b`` (scipy's ``mannwhitneyu``, exact for small samples without
   ties, tie-corrected normal approximation otherwise).
-* :func:`roc_auc` — area under the ROC curve via the Mann–Whitney statistic
-  ``AUC = U / (n_pos n_neg)`` with ties counted 1/2 (Hanley & McNeil 1982), i.e. the probability
-  that a random positive scores above a random negative.
-* :func:`youden_threshold` — the threshold maximising TPR − FPR (Youden 1950).
+* :func:`roc_auc` — area under the ROC curve (scikit-learn's ``roc_auc_score``); equals the
+  Mann–Whitney statistic ``U / (n_pos n_neg)`` with ties counted 1/2 (Hanley & McNeil 1982), i.e.
+  the probability that a random positive scores above a random negative.
+* :func:`youden_threshold` — the threshold maximising TPR − FPR (Youden 1950) on scikit-learn's
+  ``roc_curve``.
+
+These wrap the libraries to validate inputs (typed :class:`OriginError`) and fix the
+conventions (tail, tie handling, threshold placement) the origin report documents.
 """
 
 from __future__ import annotations
@@ -31,11 +35,11 @@ def binomial_sf(successes: int, trials: int, p: float) -> float:
         raise OriginError(f"p must be in [0, 1], got {p}")
     if trials < 0 or not 0 <= successes <= max(trials, 0):
         raise OriginError(f"need 0 <= successes <= trials, got successes={successes}, trials={trials}")
-    from scipy.stats import binom
-
     if successes == 0:
         return 1.0
-    return float(binom.sf(successes - 1, trials, p))
+    from scipy.stats import binomtest
+
+    return float(binomtest(successes, trials, p, alternative="greater").pvalue)
 
 
 def mann_whitney_less(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -54,20 +58,8 @@ def mann_whitney_less(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def _midranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    ranks = np.empty(len(x), dtype=np.float64)
-    start = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
-    end = np.r_[start[1:], len(x)]
-    avg = (start + end + 1) / 2.0  # mean of 1-based ranks start+1 .. end
-    ranks[order] = np.repeat(avg, end - start)
-    return ranks
-
-
 def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """ROC AUC of scores where higher means "positive", from the rank-sum (Mann–Whitney) statistic.
+    """ROC AUC of scores where higher means "positive" (``sklearn.metrics.roc_auc_score``).
 
     Example:
         >>> roc_auc(np.array([0.9, 0.4, 0.7]), np.array([0.1, 0.4, 0.8]))  # 6 of 9 pairs + 1 tie/2
@@ -78,9 +70,9 @@ def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
         raise OriginError(f"ROC AUC needs both classes, got {len(pos)} positive and {len(neg)} negative scores")
     if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
         raise OriginError("ROC AUC: scores hold NaN or Inf values")
-    ranks = _midranks(np.concatenate([pos, neg]))
-    u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
-    return float(u / (len(pos) * len(neg)))
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(_labels(len(pos), len(neg)), np.concatenate([pos, neg])))
 
 
 def rates_at(positive: np.ndarray, negative: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -97,8 +89,17 @@ def youden_threshold(positive: np.ndarray, negative: np.ndarray) -> float:
     pos, neg = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
     if len(pos) == 0 or len(neg) == 0:
         raise OriginError(f"calibration needs both classes, got {len(pos)} generated and {len(neg)} human texts")
-    cand = np.unique(np.concatenate([pos, neg]))[::-1]  # descending
-    tpr = (pos[None, :] >= cand[:, None]).mean(axis=1)
-    fpr = (neg[None, :] >= cand[:, None]).mean(axis=1)
-    i = int(np.argmax(tpr - fpr))
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(_labels(len(pos), len(neg)), np.concatenate([pos, neg]),
+                                     drop_intermediate=False)
+    # row 0 is the "nothing positive" point (threshold +inf); the rest are the distinct observed
+    # scores in descending order, with the rates of the rule score >= threshold
+    cand, gain = thresholds[1:], (tpr - fpr)[1:]
+    i = int(np.argmax(gain))  # first maximum: the largest threshold among ties
     return float((cand[i] + cand[i + 1]) / 2.0) if i + 1 < len(cand) else float(cand[i])
+
+
+def _labels(n_pos: int, n_neg: int) -> np.ndarray:
+    """Class labels for ``concatenate([positive, negative])``: ``n_pos`` ones then ``n_neg`` zeros."""
+    return np.r_[np.ones(n_pos, dtype=np.int8), np.zeros(n_neg, dtype=np.int8)]

@@ -6,7 +6,9 @@ signatures of shingles (lexical near-duplicates; Broder 1997) and SimHash codes 
 embeddings under a secret rotation (semantic near-duplicates; Charikar 2002). The server
 indexes the codes with FAISS binary indexes, returns candidate pairs within and across
 clients, clients confirm the pairs they hold both sides of, and connected components give
-duplicate clusters with one record kept per cluster. See docs/dedup.md.
+duplicate clusters with one record kept per cluster. The text primitives (normalisation, keyed
+MinHash, SimHash, FAISS helpers, embeddings) live in :mod:`trustfl.text`; the defaults of every
+parameter in :class:`DedupSettings`. See docs/dedup.md.
 
 Example:
     >>> from trustfl.defenses.dedup import DedupKey, deduplicate
@@ -19,17 +21,18 @@ Example:
 
 from trustfl.defenses.dedup.client import METHODS, ClientCodes, DedupClient
 from trustfl.defenses.dedup.clusters import cluster_members, component_labels, keep_mask
-from trustfl.defenses.dedup.embed import embed_texts
 from trustfl.defenses.dedup.errors import DedupError
-from trustfl.defenses.dedup.exact import exact_codes
-from trustfl.defenses.dedup.index import equal_code_pairs, hamming_range_pairs, lsh_bands, minhash_pairs
 from trustfl.defenses.dedup.keys import DedupKey, key_for_run
-from trustfl.defenses.dedup.minhash import KeyedMinHash, minhash_jaccard
-from trustfl.defenses.dedup.normalize import normalize_text, normalize_texts
 from trustfl.defenses.dedup.protocol import deduplicate, validate_methods
 from trustfl.defenses.dedup.result import DedupResult, DuplicatePair, PairTable
 from trustfl.defenses.dedup.server import Candidates, DedupServer, ServerView
-from trustfl.defenses.dedup.simhash import SimHasher, cosine_to_hamming, hamming, hamming_to_cosine
+from trustfl.defenses.dedup.settings import DedupSettings, resolve_settings
+
+# The text primitives live in trustfl.text (shared with trustfl.audits.origin); re-exported here
+# under their old import paths.
+from trustfl.text import (KeyedMinHash, SimHasher, cosine_to_hamming, embed_texts, equal_code_pairs, exact_codes,
+                          hamming, hamming_range_pairs, hamming_to_cosine, lsh_bands, minhash_jaccard, minhash_pairs,
+                          normalize_for_matching)
 
 __all__ = sorted([
     "METHODS",
@@ -40,6 +43,7 @@ __all__ = sorted([
     "DedupKey",
     "DedupResult",
     "DedupServer",
+    "DedupSettings",
     "DuplicatePair",
     "KeyedMinHash",
     "PairTable",
@@ -60,7 +64,7 @@ __all__ = sorted([
     "lsh_bands",
     "minhash_jaccard",
     "minhash_pairs",
-    "normalize_text",
-    "normalize_texts",
+    "normalize_for_matching",
+    "resolve_settings",
     "validate_methods",
 ])

@@ -3,7 +3,7 @@
 A :class:`DedupClient` holds one client's texts (and, for the semantic method, their
 embeddings). Only :meth:`DedupClient.encode`'s :class:`ClientCodes` leave the client: exact
 HMAC codes, keyed MinHash signatures and SimHash codes, all made with the shared
-:class:`~trustfl.defenses.dedup.keys.DedupKey` that the server does not hold.
+:class:`~trustfl.text.TextKey` (``DedupKey``) that the server does not hold.
 """
 
 from __future__ import annotations
@@ -14,18 +14,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from trustfl.defenses.dedup.embed import embed_texts
 from trustfl.defenses.dedup.errors import DedupError
-from trustfl.defenses.dedup.exact import exact_codes
-from trustfl.defenses.dedup.keys import DedupKey
-from trustfl.defenses.dedup.minhash import KeyedMinHash, jaccard_pairs
-from trustfl.defenses.dedup.normalize import normalize_text
-from trustfl.defenses.dedup.simhash import SimHasher
+from trustfl.defenses.dedup.settings import DEDUP_METHODS
+from trustfl.text import (KeyedMinHash, SimHasher, TextKey, embed_texts, exact_codes, jaccard_pairs,
+                          normalize_for_matching)
 
 __all__ = ["METHODS", "ClientCodes", "DedupClient", "Method"]
 
 Method = Literal["exact", "lexical", "semantic"]
-METHODS: tuple[str, ...] = ("exact", "lexical", "semantic")
+METHODS: tuple[str, ...] = DEDUP_METHODS
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ class DedupClient:
         embeddings: precomputed ``[n, dim]`` embeddings (else computed with ``embed_model``).
     """
 
-    def __init__(self, client_id: int, texts: Sequence[str], key: DedupKey, *, methods: Sequence[str] = METHODS,
+    def __init__(self, client_id: int, texts: Sequence[str], key: TextKey, *, methods: Sequence[str] = METHODS,
                  minhash: KeyedMinHash | None = None, simhasher: SimHasher | None = None,
                  embeddings: np.ndarray | None = None, embed_model: str = "minilm", embed_batch_size: int = 64,
                  max_length: int = 64, progress: bool = False) -> None:
@@ -87,7 +84,7 @@ class DedupClient:
     @property
     def normalized(self) -> list[str]:
         if self._norm is None:
-            self._norm = [normalize_text(t) for t in self.texts]
+            self._norm = [normalize_for_matching(t) for t in self.texts]
         return self._norm
 
     @property

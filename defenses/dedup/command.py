@@ -16,8 +16,80 @@ from typing import Any
 import numpy as np
 
 from trustfl.defenses.dedup.errors import DedupError
+from trustfl.defenses.dedup.settings import DedupSettings
 
-__all__ = ["load_clients", "run_cli"]
+__all__ = ["add_parser", "load_clients", "run_cli", "settings_from_args"]
+
+# CLI flag -> DedupSettings field (the flags' defaults are read from DedupSettings())
+_FLAGS: dict[str, str] = {"--methods": "methods", "--jaccard-threshold": "jaccard_threshold",
+                          "--semantic-threshold": "semantic_threshold", "--num-perm": "num_perm",
+                          "--shingle": "shingle", "--ngram": "ngram", "--simhash-bits": "simhash_bits",
+                          "--confirm-margin": "confirm_margin", "--embed-model": "embed_model",
+                          "--index": "index", "--shard-size": "shard_size", "--nprobe": "nprobe"}
+
+
+def add_parser(sub: Any, handler: Any) -> None:
+    """Register the ``dedup`` sub-command on an argparse sub-parser collection (defaults: ``DedupSettings()``)."""
+    d = DedupSettings()
+    dd = sub.add_parser("dedup", help="find exact/near-duplicate records within and across clients' files",
+                        description="Distributed near-duplicate detection on files (docs/dedup.md): keyed codes per "
+                                    "client, FAISS search, clusters, keep one record per cluster.")
+    dd.add_argument("files", nargs="+", help="one .csv/.json/.jsonl/.txt file per client (or one file with "
+                                             "--client-column)")
+    dd.add_argument("--client-column", default=None, help="column holding each record's client (one input file)")
+    dd.add_argument("--text-column", default="text", help="text column of .csv/.json/.jsonl files (default: text)")
+    dd.add_argument("--key-file", required=True, help="the clients' shared key (hex, mode 0600); created if missing")
+    dd.add_argument("--methods", default=",".join(d.methods),
+                    help=f"comma list of exact,lexical,semantic (default: {','.join(d.methods)})")
+    dd.add_argument("--jaccard-threshold", type=float, default=d.jaccard_threshold,
+                    help=f"lexical: estimated Jaccard >= this (default: {d.jaccard_threshold})")
+    dd.add_argument("--semantic-threshold", type=float, default=d.semantic_threshold,
+                    help=f"semantic: embedding cosine >= this (default: {d.semantic_threshold})")
+    dd.add_argument("--num-perm", type=int, default=d.num_perm,
+                    help=f"MinHash signature length (default: {d.num_perm})")
+    dd.add_argument("--shingle", choices=["char", "word"], default=d.shingle,
+                    help=f"shingle unit (default: {d.shingle})")
+    dd.add_argument("--ngram", type=int, default=d.ngram,
+                    help=f"shingle length in characters/words (default: {d.ngram})")
+    dd.add_argument("--simhash-bits", type=int, default=d.simhash_bits,
+                    help=f"semantic: SimHash code length (default: {d.simhash_bits})")
+    dd.add_argument("--confirm-margin", type=float, default=d.confirm_margin,
+                    help=f"within-client candidates are searched down to threshold - margin "
+                         f"(default: {d.confirm_margin})")
+    dd.add_argument("--embed-model", default=d.embed_model,
+                    help=f"semantic: encoder (default: {d.embed_model}, offline)")
+    dd.add_argument("--index", choices=["auto", "flat", "ivf"], default=d.index,
+                    help=f"semantic FAISS index (default: {d.index})")
+    dd.add_argument("--shard-size", type=int, default=d.shard_size, help="records per FAISS index shard")
+    dd.add_argument("--nprobe", type=int, default=d.nprobe, help=f"IVF lists probed (default: {d.nprobe})")
+    dd.add_argument("--no-confirm", dest="confirm", action="store_false", default=d.confirm,
+                    help="skip local confirmation of within-client pairs")
+    dd.add_argument("--out", type=Path, default=Path("dedup-report.json"), help="report JSON (ids/scores only)")
+    dd.add_argument("--max-pairs", type=int, default=None, help="list at most this many pairs in the report")
+    dd.add_argument("--write-dedup", type=Path, default=None, metavar="DIR",
+                    help="write the kept records of every client as JSONL into DIR")
+    dd.add_argument("--examples", type=int, default=3, help="example pairs to print (with text; default 3)")
+    dd.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    dd.set_defaults(func=handler)
+
+
+def settings_from_args(args: argparse.Namespace) -> DedupSettings:
+    """The :class:`DedupSettings` of parsed ``trustfl dedup`` arguments.
+
+    Raises:
+        DedupError: a value :class:`DedupSettings` rejects; the message names the flag
+            (``--jaccard-threshold: must be in (0, 1], got 1.5``).
+    """
+    from trustfl.errors import ConfigError
+
+    values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in _FLAGS.items()}
+    try:
+        return DedupSettings(**values, confirm=args.confirm)
+    except ConfigError as exc:
+        path, _, msg = str(exc).partition(": ")
+        field = path.removeprefix("dedup.")
+        flag = next((f for f, name in _FLAGS.items() if name == field), "--" + field.replace("_", "-"))
+        raise DedupError(f"{flag}: {msg}") from exc
 
 
 def _load_file(path: str, text_column: str) -> Any:
@@ -65,16 +137,10 @@ def run_cli(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from trustfl.defenses.dedup.keys import DedupKey
-    from trustfl.defenses.dedup.protocol import deduplicate, validate_methods
-
-    from trustfl.defenses.dedup.server import check_threshold
+    from trustfl.defenses.dedup.protocol import deduplicate
 
     console = Console(stderr=False)
-    methods = validate_methods(args.methods)  # validate everything before touching files or keys
-    check_threshold("--jaccard-threshold", args.jaccard_threshold, 0.0, 1.0)
-    check_threshold("--semantic-threshold", args.semantic_threshold, -1.0, 1.0)
-    if args.num_perm < 8 or args.ngram < 1:
-        raise DedupError(f"--num-perm must be >= 8 and --ngram >= 1, got {args.num_perm}, {args.ngram}")
+    settings = settings_from_args(args)  # validate everything before touching files or keys
     if args.quiet:
         import datasets
 
@@ -85,10 +151,7 @@ def run_cli(args: argparse.Namespace) -> int:
                       "never with the server")
     clients, names = load_clients(args.files, text_column=args.text_column, client_column=args.client_column)
     texts = {cid: list(ds["text"][:]) for cid, ds in clients.items()}
-    result = deduplicate(texts, key, methods=methods, jaccard_threshold=args.jaccard_threshold,
-                         semantic_threshold=args.semantic_threshold, num_perm=args.num_perm, shingle=args.shingle,
-                         ngram=args.ngram, shard_size=args.shard_size, confirm=not args.no_confirm,
-                         keep_server_view=False, progress=not args.quiet)
+    result = deduplicate(texts, key, settings, keep_server_view=False, progress=not args.quiet)
     out = result.write_json(args.out, max_pairs=args.max_pairs, extra={"inputs": {str(c): names[c] for c in names}})
     console.print(result.summary())
     shown = 0

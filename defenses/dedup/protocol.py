@@ -23,10 +23,10 @@ from trustfl.defenses.dedup.client import METHODS, DedupClient
 from trustfl.defenses.dedup.clusters import cluster_members, component_labels, keep_mask
 from trustfl.defenses.dedup.errors import DedupError
 from trustfl.defenses.dedup.keys import DedupKey
-from trustfl.defenses.dedup.minhash import KeyedMinHash
 from trustfl.defenses.dedup.result import DedupResult, PairTable
-from trustfl.defenses.dedup.server import DedupServer, ServerView, check_threshold
-from trustfl.defenses.dedup.simhash import SimHasher
+from trustfl.defenses.dedup.server import DedupServer, ServerView
+from trustfl.defenses.dedup.settings import DedupSettings, resolve_settings
+from trustfl.text import MATCHING_RULE, KeyedMinHash, SimHasher, load_embedder
 
 __all__ = ["deduplicate", "validate_methods"]
 
@@ -41,37 +41,34 @@ def validate_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(m for m in METHODS if m in methods)
 
 
-def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: DedupKey, *,
-                methods: Sequence[str] = METHODS, jaccard_threshold: float = 0.7, semantic_threshold: float = 0.9,
-                confirm: bool = True, confirm_margin: float = 0.1, num_perm: int = 128, shingle: str = "char",
-                ngram: int = 5, simhash_bits: int = 256, embed_model: str = "minilm",
-                embeddings: Mapping[int, np.ndarray] | np.ndarray | None = None, embed_batch_size: int = 64,
-                max_length: int = 64, bands: int | None = None, rows: int | None = None, index: str = "auto",
-                shard_size: int | None = None, nprobe: int = 16, keep_server_view: bool = True,
-                progress: bool = False) -> DedupResult:
+def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: DedupKey,
+                settings: DedupSettings | None = None, *,
+                embeddings: Mapping[int, np.ndarray] | np.ndarray | None = None, keep_server_view: bool = True,
+                progress: bool = False, **overrides: Any) -> DedupResult:
     """Find exact, lexical and semantic duplicates within and across clients without moving text.
+
+    Every protocol parameter (methods, thresholds, MinHash/SimHash/FAISS parameters) is a field of
+    :class:`~trustfl.defenses.dedup.settings.DedupSettings`, the one source of their defaults:
+    pass ``settings=`` (e.g. a run config's ``config.dedup``) and/or override single fields by
+    keyword (``deduplicate(texts, key, methods=["exact"], jaccard_threshold=0.8)``).
+    ``settings.enabled`` and ``settings.key_file`` are run-level and ignored here.
 
     Args:
         client_texts: ``{client_id: texts}``, or one sequence of texts (a single client ``0``).
         key: the key shared by the clients (never given to the server).
-        methods: any of ``"exact"`` (HMAC of the normalised text), ``"lexical"`` (keyed MinHash,
-            Broder 1997) and ``"semantic"`` (SimHash of MiniLM embeddings, Charikar 2002).
-        jaccard_threshold: lexical pairs need (estimated, or for within-client pairs confirmed)
-            Jaccard >= this, over ``ngram`` character (or word) shingles.
-        semantic_threshold: semantic pairs need cosine >= this (estimated as ``cos(pi h / bits)``).
-        confirm: clients confirm within-client candidates with the true score (else the estimate decides).
-        confirm_margin: within-client candidates are searched down to ``threshold - margin``.
+        settings: the protocol parameters (default ``DedupSettings()``: methods exact + lexical,
+            Jaccard 0.7 over character 5-grams, 128 permutations, confirmation on).
         embeddings: precomputed L2-normalised embeddings per client (skips the FM).
-        bands, rows: lexical LSH banding (default: from the threshold).
-        index: semantic FAISS index (``auto``/``flat``/``ivf``); ``shard_size``: records per index shard.
         keep_server_view: keep the :class:`ServerView` on the result (for audits and tests).
+        progress: show progress bars.
+        **overrides: :class:`DedupSettings` fields replacing those of ``settings``.
 
     Returns:
         :class:`DedupResult`.
 
     Raises:
-        DedupError: bad methods or thresholds, empty input, non-string records, clients with
-            mismatched embeddings.
+        ConfigError: unknown override or invalid setting (``dedup.<field>: ...``).
+        DedupError: empty input, non-string records, bad client ids, clients with mismatched embeddings.
 
     Example:
         >>> key = DedupKey.from_passphrase("demo passphrase")
@@ -80,11 +77,10 @@ def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: 
         ([False], 1)
     """
     t_start = time.perf_counter()
-    methods = validate_methods(methods)
+    s = resolve_settings(settings, **overrides)
+    methods = validate_methods(s.methods)
     if not isinstance(key, DedupKey):
         raise DedupError(f"key must be a DedupKey, got {type(key).__name__}")
-    check_threshold("jaccard_threshold", jaccard_threshold, 0.0, 1.0)
-    check_threshold("semantic_threshold", semantic_threshold, -1.0, 1.0)
     if isinstance(client_texts, str):
         raise DedupError("client_texts must be {client_id: texts} or a sequence of texts, got a single str")
     clients_in = dict(client_texts) if isinstance(client_texts, Mapping) else {0: client_texts}
@@ -96,7 +92,7 @@ def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: 
     emb_in: dict[int, np.ndarray] = {}
     if embeddings is not None:
         emb_in = dict(embeddings) if isinstance(embeddings, Mapping) else {next(iter(clients_in)): embeddings}
-    minhash = KeyedMinHash(key, num_perm=num_perm, shingle=shingle, ngram=ngram)  # type: ignore[arg-type]
+    minhash = KeyedMinHash(key, num_perm=s.num_perm, shingle=s.shingle, ngram=s.ngram)
     simhasher = None
     if "semantic" in methods:
         if emb_in:
@@ -105,14 +101,14 @@ def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: 
                 raise DedupError(f"embeddings of different dimensions across clients: {sorted(dims)}")
             dim = dims.pop()
         else:
-            from trustfl.defenses.dedup.embed import load_embedder
-
-            dim = int(load_embedder(embed_model).model.config.hidden_size)
-        simhasher = SimHasher(key, dim=int(dim), bits=simhash_bits)
+            dim = int(load_embedder(s.embed_model).model.config.hidden_size)
+        simhasher = SimHasher(key, dim=int(dim), bits=s.simhash_bits)
+    jaccard_threshold, semantic_threshold, confirm = s.jaccard_threshold, s.semantic_threshold, s.confirm
     ids = sorted(int(c) for c in clients_in)
     clients = {c: DedupClient(c, clients_in[c], key, methods=methods, minhash=minhash, simhasher=simhasher,
-                              embeddings=emb_in.get(c), embed_model=embed_model, embed_batch_size=embed_batch_size,
-                              max_length=max_length, progress=progress) for c in ids}
+                              embeddings=emb_in.get(c), embed_model=s.embed_model,
+                              embed_batch_size=s.embed_batch_size, max_length=s.max_length, progress=progress)
+               for c in ids}
     # 1. clients encode
     t0 = time.perf_counter()
     codes = tuple(clients[c].encode() for c in tqdm(ids, desc="client codes", unit="client",
@@ -124,8 +120,8 @@ def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: 
     t1 = time.perf_counter()
     # 2. server searches
     server = DedupServer(jaccard_threshold=jaccard_threshold, semantic_threshold=semantic_threshold,
-                         confirm_margin=confirm_margin if confirm else 0.0, bands=bands, rows=rows, index=index,
-                         shard_size=shard_size, nprobe=nprobe, progress=progress)
+                         confirm_margin=s.confirm_margin if confirm else 0.0, bands=s.bands, rows=s.rows,
+                         index=s.index, shard_size=s.shard_size, nprobe=s.nprobe, progress=progress)
     found = server.find(view, methods)
     t2 = time.perf_counter()
     # 3. clients confirm within-client candidates
@@ -169,13 +165,12 @@ def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: 
     pairs = PairTable(client_a=owner[a][order], index_a=local[a][order], client_b=owner[b][order],
                       index_b=local[b][order], method=cat["method"][order].astype(str),
                       score=cat["score"][order].astype(np.float64), local_score=cat["local"][order].astype(np.float64))
-    params: dict[str, Any] = {"methods": list(methods), "key_id": key.key_id, "normalization": "nfkc-casefold-"
-                              "edgepunct-space/1", "confirm": confirm, "confirm_margin": confirm_margin,
-                              "shard_size": shard_size}
+    params: dict[str, Any] = {"methods": list(methods), "key_id": key.key_id, "normalization": MATCHING_RULE,
+                              "confirm": confirm, "confirm_margin": s.confirm_margin, "shard_size": s.shard_size}
     if "lexical" in methods:
-        params["lexical"] = {"num_perm": num_perm, "shingle": shingle, "ngram": ngram, **found["lexical"].info}
+        params["lexical"] = {"num_perm": s.num_perm, "shingle": s.shingle, "ngram": s.ngram, **found["lexical"].info}
     if "semantic" in methods:
-        params["semantic"] = {"bits": simhash_bits, "model": embed_model, "max_length": max_length,
+        params["semantic"] = {"bits": s.simhash_bits, "model": s.embed_model, "max_length": s.max_length,
                               **found["semantic"].info}
     t4 = time.perf_counter()
     timings = {"encode_s": t1 - t0, "search_s": t2 - t1, "confirm_s": t3 - t2, "cluster_s": t4 - t3,

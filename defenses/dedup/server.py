@@ -23,8 +23,7 @@ import numpy as np
 
 from trustfl.defenses.dedup.client import METHODS, ClientCodes
 from trustfl.defenses.dedup.errors import DedupError
-from trustfl.defenses.dedup.index import equal_code_pairs, hamming_range_pairs, lsh_bands, minhash_pairs
-from trustfl.defenses.dedup.simhash import hamming_to_cosine
+from trustfl.text import equal_code_pairs, hamming_range_pairs, hamming_to_cosine, lsh_bands, minhash_pairs
 
 __all__ = ["Candidates", "DedupServer", "ServerView"]
 

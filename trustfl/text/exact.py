@@ -12,26 +12,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trustfl.defenses.dedup.keys import DedupKey
-from trustfl.defenses.dedup.normalize import normalize_text
+from trustfl.text.keys import TextKey
+from trustfl.text.normalize import normalize_for_matching
 
 __all__ = ["EXACT_BYTES", "exact_codes"]
 
 EXACT_BYTES = 16
 
 
-def exact_codes(texts: Sequence[str], key: DedupKey, *, normalized: bool = False) -> np.ndarray:
-    """HMAC-SHA256(key.derive("exact"), normalize_text(t)) truncated to 16 bytes, per text.
+def exact_codes(texts: Sequence[str], key: TextKey, *, normalized: bool = False) -> np.ndarray:
+    """HMAC-SHA256(key.derive("exact"), normalize_for_matching(t)) truncated to 16 bytes, per text.
 
     Args:
-        texts: raw texts (``normalized=True`` if :func:`normalize_text` was already applied).
-        key: the shared :class:`DedupKey`.
+        texts: raw texts (``normalized=True`` if :func:`normalize_for_matching` was already applied).
+        key: the shared :class:`TextKey`.
 
     Returns:
         ``[n, 16]`` uint8 array.
 
     Example:
-        >>> k = DedupKey(b"0" * 32)
+        >>> k = TextKey(b"0" * 32)
         >>> c = exact_codes(["Hi there!", "hi   THERE", "bye"], k)
         >>> bool((c[0] == c[1]).all()), bool((c[0] == c[2]).all())
         (True, False)
@@ -40,7 +40,7 @@ def exact_codes(texts: Sequence[str], key: DedupKey, *, normalized: bool = False
     out = np.empty((len(texts), EXACT_BYTES), dtype=np.uint8)
     buf = bytearray()
     for t in texts:
-        s = t if normalized else normalize_text(t)
+        s = t if normalized else normalize_for_matching(t)
         buf += hmac.digest(sub, s.encode("utf-8"), "sha256")[:EXACT_BYTES]
     if texts:
         out[:] = np.frombuffer(bytes(buf), dtype=np.uint8).reshape(len(texts), EXACT_BYTES)

@@ -2,7 +2,8 @@
 
 Pipeline for a batch of texts (no per-shingle Python):
 
-1. normalise (:func:`~trustfl.defenses.dedup.normalize.normalize_text`) and cut into shingles:
+1. normalise (:func:`~trustfl.text.normalize.normalize_for_matching`) and cut into shingles
+   (:mod:`trustfl.text.shingles`):
    character ``ngram``-grams (default 5) or word ``ngram``-grams; a text shorter than one
    shingle is a single shingle (the whole text);
 2. **keyed shingle id** ``x`` (32 bits): a polynomial of the shingle's code points (or
@@ -32,9 +33,10 @@ from typing import Literal
 
 import numpy as np
 
-from trustfl.defenses.dedup.errors import DedupError
-from trustfl.defenses.dedup.keys import DedupKey
-from trustfl.defenses.dedup.normalize import normalize_text
+from trustfl.text.errors import TextError
+from trustfl.text.keys import TextKey
+from trustfl.text.normalize import normalize_for_matching
+from trustfl.text.shingles import jaccard, shingle_list, shingle_set
 
 __all__ = ["KeyedMinHash", "jaccard_pairs", "minhash_jaccard", "unique_per_record"]
 
@@ -68,7 +70,7 @@ def minhash_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     """
     a, b = np.asarray(sig_a), np.asarray(sig_b)
     if a.shape[-1] != b.shape[-1]:
-        raise DedupError(f"signatures have different num_perm: {a.shape[-1]} vs {b.shape[-1]}")
+        raise TextError(f"signatures have different num_perm: {a.shape[-1]} vs {b.shape[-1]}")
     return (a == b).mean(axis=-1)
 
 
@@ -109,7 +111,7 @@ def jaccard_pairs(ids: np.ndarray, counts: np.ndarray, i: np.ndarray, j: np.ndar
     starts[1:] = np.cumsum(counts)[:-1]
     _, rank = np.unique(ids, return_inverse=True)
     if len(rank) and rank.max() >= 2**32:
-        raise DedupError("more than 2^32 distinct shingles in one confirmation batch; confirm in smaller batches")
+        raise TextError("more than 2^32 distinct shingles in one confirmation batch; confirm in smaller batches")
     rank = rank.astype(np.uint64)
     i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
     out = np.empty(len(i), dtype=np.float64)
@@ -131,7 +133,7 @@ class KeyedMinHash:
     """Keyed MinHash over character or word n-gram shingles.
 
     Args:
-        key: the shared :class:`~trustfl.defenses.dedup.keys.DedupKey`.
+        key: the shared :class:`~trustfl.text.keys.TextKey`.
         num_perm: signature length ``k`` (slots), >= 8.
         shingle: ``"char"`` (character n-grams of the normalised text) or ``"word"``.
         ngram: shingle length in characters or words, >= 1.
@@ -140,24 +142,24 @@ class KeyedMinHash:
         chunk: shingles processed per vectorised step (memory ``chunk * num_perm * 8`` bytes).
 
     Example:
-        >>> mh = KeyedMinHash(DedupKey(b"k" * 32), num_perm=64)
+        >>> mh = KeyedMinHash(TextKey(b"k" * 32), num_perm=64)
         >>> s = mh.signatures(["the quick brown fox", "the quick brown fox!", "lorem ipsum"])
         >>> s.shape, s.dtype.name, float(minhash_jaccard(s[0], s[1]))
         ((3, 64), 'uint32', 1.0)
     """
 
-    def __init__(self, key: DedupKey, num_perm: int = 128, shingle: Literal["char", "word"] = "char",
+    def __init__(self, key: TextKey, num_perm: int = 128, shingle: Literal["char", "word"] = "char",
                  ngram: int = 5, *, shingle_hash: Literal["fast", "blake2b"] = "fast", chunk: int = 8192) -> None:
-        if not isinstance(key, DedupKey):
-            raise DedupError(f"key must be a DedupKey, got {type(key).__name__}")
+        if not isinstance(key, TextKey):
+            raise TextError(f"key must be a TextKey, got {type(key).__name__}")
         if not isinstance(num_perm, int) or num_perm < 8:
-            raise DedupError(f"num_perm must be an int >= 8, got {num_perm!r}")
+            raise TextError(f"num_perm must be an int >= 8, got {num_perm!r}")
         if shingle not in ("char", "word"):
-            raise DedupError(f"shingle must be 'char' or 'word', got {shingle!r}")
+            raise TextError(f"shingle must be 'char' or 'word', got {shingle!r}")
         if not isinstance(ngram, int) or ngram < 1:
-            raise DedupError(f"ngram must be an int >= 1, got {ngram!r}")
+            raise TextError(f"ngram must be an int >= 1, got {ngram!r}")
         if shingle_hash not in ("fast", "blake2b"):
-            raise DedupError(f"shingle_hash must be 'fast' or 'blake2b', got {shingle_hash!r}")
+            raise TextError(f"shingle_hash must be 'fast' or 'blake2b', got {shingle_hash!r}")
         self.num_perm, self.shingle, self.ngram, self.shingle_hash = num_perm, shingle, ngram, shingle_hash
         self.chunk = max(256, int(chunk))
         self._blake_key = key.derive(f"minhash/{shingle}{ngram}/blake2b")[:32]
@@ -175,25 +177,13 @@ class KeyedMinHash:
 
     # ------------------------------------------------------------------ shingles
     def shingles(self, text: str) -> set[str]:
-        """The exact shingle set of ``text`` (after normalisation) whose hashes the signature minimises.
-
-        Character shingles are substrings; word shingles are the n words joined by one space.
-        A text shorter than one shingle gives ``{whole normalised text}``.
-        """
-        t = normalize_text(text)
-        if self.shingle == "char":
-            if len(t) < self.ngram:
-                return {t}
-            return {t[i:i + self.ngram] for i in range(len(t) - self.ngram + 1)}
-        words = t.split(" ") if t else []
-        if len(words) < self.ngram:
-            return {" ".join(words)}
-        return {" ".join(words[i:i + self.ngram]) for i in range(len(words) - self.ngram + 1)}
+        """The exact shingle set of ``text`` (after normalisation) whose hashes the signature minimises
+        (:func:`trustfl.text.shingles.shingle_set` with this hasher's unit and ``ngram``)."""
+        return shingle_set(text, self.shingle, self.ngram)  # type: ignore[arg-type]
 
     def jaccard(self, text_a: str, text_b: str) -> float:
         """True Jaccard index of the two shingle sets (the quantity the signatures estimate)."""
-        a, b = self.shingles(text_a), self.shingles(text_b)
-        return len(a & b) / len(a | b) if (a or b) else 1.0
+        return jaccard(self.shingles(text_a), self.shingles(text_b))
 
     # ------------------------------------------------------------------ shingle ids
     def _poly(self, units: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +231,7 @@ class KeyedMinHash:
     def _blake_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         ids, counts, cache = [], [], {}
         for t in texts:
-            sh = self._shingle_list(t)
+            sh = shingle_list(t, self.shingle, self.ngram, normalized=True)  # type: ignore[arg-type]
             ids.extend(self._keyed_token_id(s, 8, cache) for s in sh)
             counts.append(len(sh))
         return np.asarray(ids, dtype=np.uint64), np.asarray(counts, dtype=np.int64)
@@ -254,22 +244,13 @@ class KeyedMinHash:
                                                               key=self._blake_key).digest(), "little")
         return v
 
-    def _shingle_list(self, t: str) -> list[str]:
-        """Shingles of an already-normalised text, in order (duplicates kept)."""
-        if self.shingle == "char":
-            return [t] if len(t) < self.ngram else [t[i:i + self.ngram] for i in range(len(t) - self.ngram + 1)]
-        words = t.split(" ") if t else []
-        if len(words) < self.ngram:
-            return [" ".join(words)]
-        return [" ".join(words[i:i + self.ngram]) for i in range(len(words) - self.ngram + 1)]
-
     def shingle_ids(self, texts: Sequence[str], *, normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Keyed 64-bit shingle ids of all records back to back (duplicates kept), and counts per record.
 
         MinHash uses the top 32 bits; :func:`jaccard_pairs` uses all 64 (collisions ~2^-64, so
         the Jaccard it computes is the true shingle-set Jaccard).
         """
-        norm = list(texts) if normalized else [normalize_text(t) for t in texts]
+        norm = list(texts) if normalized else [normalize_for_matching(t) for t in texts]
         if self.shingle_hash == "blake2b":
             return self._blake_ids(norm)
         if self.shingle == "char":
@@ -295,7 +276,7 @@ class KeyedMinHash:
             record's keyed shingle ids ``x``.
         """
         if isinstance(texts, str):
-            raise DedupError("texts must be a sequence of str, got a single str; wrap it in a list")
+            raise TextError("texts must be a sequence of str, got a single str; wrap it in a list")
         n = len(texts)
         out = np.empty((n, self.num_perm), dtype=np.uint32)
         for lo in range(0, n, batch_size):

@@ -1,4 +1,7 @@
-"""Server-side candidate search over codes with FAISS binary indexes (no text, no embeddings).
+"""FAISS index helpers: candidate search over codes (binary indexes) and nearest-cosine search.
+
+FAISS is an optional dependency: it is imported inside the functions that use it, so importing
+:mod:`trustfl.text` never needs it.
 
 Three searches, each returning candidate pairs ``(a, b)`` of global record ids with ``a < b``:
 
@@ -14,6 +17,9 @@ Three searches, each returning candidate pairs ``(a, b)`` of global record ids w
 * :func:`hamming_range_pairs` — all pairs within a Hamming radius (SimHash codes):
   ``IndexBinaryFlat`` (exact, brute force) up to ``flat_limit`` records, ``IndexBinaryIVF``
   (approximate: ``nprobe`` of ``nlist`` lists) beyond.
+* :func:`nearest_cosine` — each query's most similar reference embedding, FAISS ``IndexFlatIP``
+  (exact inner-product search; Johnson, Douze & Jégou 2019) over L2-normalised vectors, so the
+  inner product is the cosine similarity.
 
 Sharding: with ``shard_size`` the records are split into contiguous shards; one index is built
 per shard and queried with that shard and every later one, so memory holds one shard's index
@@ -30,18 +36,25 @@ from collections.abc import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from trustfl.defenses.dedup.errors import DedupError
+from trustfl.optional import require
+from trustfl.text.errors import TextError
 
-__all__ = ["IndexKind", "equal_code_pairs", "hamming_range_pairs", "lsh_bands", "minhash_pairs", "shards"]
+__all__ = ["IndexKind", "bbit_codes", "equal_code_pairs", "hamming_range_pairs", "lsh_bands", "minhash_pairs",
+           "nearest_cosine", "shards"]
 
 IndexKind = str  # "auto" | "flat" | "ivf"
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
+def _faiss():  # noqa: ANN202
+    """The ``faiss`` module (optional dependency, extra ``dedup``), imported on first use."""
+    return require("faiss", extra="dedup", feature="FAISS search (near-duplicate detection, origin checks)")
+
+
 def shards(n: int, shard_size: int | None) -> list[tuple[int, int]]:
     """Contiguous ``[lo, hi)`` ranges of at most ``shard_size`` records (one range when None)."""
     if shard_size is not None and shard_size < 1:
-        raise DedupError(f"shard_size must be >= 1 or None, got {shard_size}")
+        raise TextError(f"shard_size must be >= 1 or None, got {shard_size}")
     size = n if not shard_size else shard_size
     return [(lo, min(n, lo + size)) for lo in range(0, n, max(size, 1))] or [(0, 0)]
 
@@ -70,7 +83,7 @@ def equal_code_pairs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     codes = np.ascontiguousarray(codes)
     if codes.ndim != 2:
-        raise DedupError(f"codes must be 2-d [n, d], got shape {list(codes.shape)}")
+        raise TextError(f"codes must be 2-d [n, d], got shape {list(codes.shape)}")
     n = len(codes)
     if n < 2:
         return _EMPTY
@@ -100,7 +113,7 @@ def lsh_bands(threshold: float, num_perm: int, *, max_rows: int = 7,
     64-bit hash key.
     """
     if not 0 < threshold < 1:
-        raise DedupError(f"threshold must be in (0, 1), got {threshold}")
+        raise TextError(f"threshold must be in (0, 1), got {threshold}")
     grid_lo, grid_hi = np.linspace(0, threshold, 200), np.linspace(threshold, 1, 200)
     best, best_cost = (1, 1), math.inf
     for rows in range(1, max_rows + 1):
@@ -138,15 +151,15 @@ def minhash_pairs(signatures: np.ndarray, threshold: float, *, bands: int | None
     """
     sig = np.ascontiguousarray(signatures)
     if sig.ndim != 2:
-        raise DedupError(f"signatures must be 2-d [n, num_perm], got shape {list(sig.shape)}")
+        raise TextError(f"signatures must be 2-d [n, num_perm], got shape {list(sig.shape)}")
     if not 0 < threshold <= 1:
-        raise DedupError(f"threshold must be in (0, 1], got {threshold}")
+        raise TextError(f"threshold must be in (0, 1], got {threshold}")
     n, k = sig.shape
     if bands is None or rows is None:
         b0, r0 = lsh_bands(min(threshold, 0.99), k)
         bands, rows = bands or b0, rows or r0
     if not 1 <= rows <= 7 or bands < 1 or bands * rows > k:
-        raise DedupError(f"LSH banding needs 1 <= rows <= 7 and bands * rows <= num_perm={k}; "
+        raise TextError(f"LSH banding needs 1 <= rows <= 7 and bands * rows <= num_perm={k}; "
                          f"got bands={bands}, rows={rows}")
     ea, eb = equal_code_pairs(sig)
     if n < 2:
@@ -165,8 +178,7 @@ def minhash_pairs(signatures: np.ndarray, threshold: float, *, bands: int | None
     built: tuple[tuple[int, int], object] | None = None
     for base, query in tqdm(tasks, desc="lexical search", unit="shard", disable=not progress or len(tasks) < 2,
                             leave=False):
-        import faiss
-
+        faiss = _faiss()
         if built is None or built[0] != base:
             index = faiss.IndexBinaryMultiHash(d, bands, 8 * rows)
             index.add(codes[base[0]:base[1]])
@@ -204,15 +216,14 @@ def hamming_range_pairs(codes: np.ndarray, radius: int, *, index: IndexKind = "a
     Returns:
         ``(a, b, distance)`` with ``a < b`` (int64, int64, int64).
     """
-    import faiss
-
+    faiss = _faiss()
     codes = np.ascontiguousarray(codes, dtype=np.uint8)
     if codes.ndim != 2:
-        raise DedupError(f"codes must be 2-d [n, nbytes], got shape {list(codes.shape)}")
+        raise TextError(f"codes must be 2-d [n, nbytes], got shape {list(codes.shape)}")
     if index not in ("auto", "flat", "ivf"):
-        raise DedupError(f"index must be one of ['auto', 'flat', 'ivf'], got {index!r}")
+        raise TextError(f"index must be one of ['auto', 'flat', 'ivf'], got {index!r}")
     if radius < 0:
-        raise DedupError(f"radius must be >= 0, got {radius}")
+        raise TextError(f"radius must be >= 0, got {radius}")
     n, nbytes = codes.shape
     d = nbytes * 8
     out_a, out_b, out_d = [], [], []
@@ -245,3 +256,57 @@ def hamming_range_pairs(codes: np.ndarray, radius: int, *, index: IndexKind = "a
         return _EMPTY[0], _EMPTY[1], np.zeros(0, np.int64)
     a, b = np.concatenate(out_a), np.concatenate(out_b)
     return np.minimum(a, b), np.maximum(a, b), np.concatenate(out_d)
+
+
+# ---------------------------------------------------------------------- dense: nearest cosine
+def _float_matrix(name: str, x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim != 2:
+        raise TextError(f"{name}: expected a [n, dim] embedding matrix, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise TextError(f"{name}: embeddings hold NaN or Inf values")
+    return x
+
+
+def nearest_cosine(queries: np.ndarray, references: np.ndarray, *, exclude_self: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Index and cosine similarity of each query's most similar reference (FAISS ``IndexFlatIP``).
+
+    Args:
+        queries: ``[m, dim]`` float embeddings (normalised here to unit L2 norm).
+        references: ``[n, dim]`` float embeddings, ``n >= 1``.
+        exclude_self: queries *are* the references (same order): skip the query's own row
+            (distance to the closest *other* record; needs ``n >= 2``).
+
+    Returns:
+        ``(index[m] int64, cosine[m] float64)``.
+
+    Raises:
+        TextError: empty references, mismatched dimensions, non-finite values.
+
+    Example:
+        >>> idx, cos = nearest_cosine(np.array([[1.0, 0.1]]), np.array([[0.0, 1.0], [1.0, 0.0]]))
+        >>> int(idx[0]), round(float(cos[0]), 3)
+        (1, 0.995)
+    """
+    faiss = _faiss()
+    q, r = _float_matrix("queries", queries), _float_matrix("references", references)
+    if len(r) == 0 or len(r) < 1 + int(exclude_self):
+        raise TextError(f"references: need at least {1 + int(exclude_self)} record(s), got {len(r)}")
+    if q.shape[1] != r.shape[1]:
+        raise TextError(f"queries have dimension {q.shape[1]} but references {r.shape[1]}")
+    if exclude_self and len(q) != len(r):
+        raise TextError(f"exclude_self needs queries == references, got {len(q)} and {len(r)} rows")
+    q, r = q.copy(), r.copy()
+    faiss.normalize_L2(q)
+    faiss.normalize_L2(r)
+    index = faiss.IndexFlatIP(r.shape[1])
+    index.add(r)
+    k = 2 if exclude_self else 1
+    sims, ids = index.search(q, k) if len(q) else (np.zeros((0, k), np.float32), np.zeros((0, k), np.int64))
+    if exclude_self:
+        own = ids[:, 0] == np.arange(len(q))
+        col = np.where(own, 1, 0)
+        rows = np.arange(len(q))
+        return ids[rows, col].astype(np.int64), np.clip(sims[rows, col].astype(np.float64), -1.0, 1.0)
+    return ids[:, 0].astype(np.int64), np.clip(sims[:, 0].astype(np.float64), -1.0, 1.0)

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from trustfl.defenses.dedup.errors import DedupError
-from trustfl.defenses.dedup.keys import DedupKey
+from trustfl.text.errors import TextError
+from trustfl.text.keys import TextKey
 
 __all__ = ["SimHasher", "hamming", "hamming_to_cosine", "cosine_to_hamming"]
 
@@ -39,7 +39,7 @@ def hamming_to_cosine(distance: np.ndarray | float, bits: int) -> np.ndarray:
 def cosine_to_hamming(cosine: float, bits: int) -> float:
     """Expected Hamming distance ``bits * arccos(cosine) / pi`` at a given cosine."""
     if not -1.0 <= cosine <= 1.0:
-        raise DedupError(f"cosine must be in [-1, 1], got {cosine}")
+        raise TextError(f"cosine must be in [-1, 1], got {cosine}")
     return bits * math.acos(cosine) / math.pi
 
 
@@ -47,24 +47,24 @@ class SimHasher:
     """Random-hyperplane LSH codes from a secret rotation.
 
     Args:
-        key: shared :class:`~trustfl.defenses.dedup.keys.DedupKey`.
+        key: shared :class:`~trustfl.text.keys.TextKey`.
         dim: embedding dimension (384 for MiniLM).
         bits: code length, a multiple of 8 (default 256).
 
     Example:
-        >>> h = SimHasher(DedupKey(b"k" * 32), dim=4, bits=64)
+        >>> h = SimHasher(TextKey(b"k" * 32), dim=4, bits=64)
         >>> e = np.eye(4, dtype=np.float32)[:2]
         >>> h.codes(e).shape
         (2, 8)
     """
 
-    def __init__(self, key: DedupKey, dim: int = 384, bits: int = 256) -> None:
-        if not isinstance(key, DedupKey):
-            raise DedupError(f"key must be a DedupKey, got {type(key).__name__}")
+    def __init__(self, key: TextKey, dim: int = 384, bits: int = 256) -> None:
+        if not isinstance(key, TextKey):
+            raise TextError(f"key must be a TextKey, got {type(key).__name__}")
         if not isinstance(dim, int) or dim < 1:
-            raise DedupError(f"dim must be a positive int, got {dim!r}")
+            raise TextError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(bits, int) or bits < 8 or bits % 8:
-            raise DedupError(f"bits must be a positive multiple of 8, got {bits!r}")
+            raise TextError(f"bits must be a positive multiple of 8, got {bits!r}")
         self.dim, self.bits, self.key_id = dim, bits, key.key_id
         rng = np.random.Generator(np.random.PCG64(key.seed(f"simhash/{dim}/{bits}")))
         blocks, left = [], bits
@@ -88,7 +88,7 @@ class SimHasher:
         """
         e = np.asarray(embeddings, dtype=np.float32)
         if e.ndim != 2 or e.shape[1] != self.dim:
-            raise DedupError(f"embeddings must have shape [n, {self.dim}], got {list(e.shape)}")
+            raise TextError(f"embeddings must have shape [n, {self.dim}], got {list(e.shape)}")
         if not np.isfinite(e).all():
-            raise DedupError("embeddings contain NaN or inf")
+            raise TextError("embeddings contain NaN or inf")
         return np.packbits(e @ self._dirs > 0, axis=1)
