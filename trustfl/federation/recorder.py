@@ -51,6 +51,11 @@ def open_run(out_dir: Path, *, config: Any, layout: Any, initial: torch.Tensor, 
         if reader.manifest["rounds"][done].get("state"):
             pipeline.load_state_dict(reader.state(done))
         states = reader.component_state(done)
+        orphans = sorted(set(states) - {c.name for c in components})
+        if orphans:
+            raise ConfigError(f"resume: the run recorded state for run component(s) {orphans} that this run does not "
+                              "have (e.g. a privacy hook passed in code); resume with the same components, or its "
+                              "accounting would silently restart")
         for component in components:
             component.load_state_dict(states.get(component.name, {}))
     log.info("resuming %s after round %d", out_dir, done)
