@@ -487,8 +487,12 @@ def test_cli_end_to_end_on_csv(tmp_path, capsys):
     assert doc["counts"]["dropped"] == 2 and doc["counts"]["cross_client_clusters"] == 2
     kept = (tmp_path / "kept" / "msgs.1.dedup.jsonl").read_text().splitlines()
     assert [json.loads(x)["text"] for x in kept] == ["something else entirely"]
-    # the same key file is reused: same key id in the next report
-    assert main(["dedup", str(csv), "--client-column", "client", "--key-file", str(key), "--out", str(out), "-q"]) == 0
+    assert stat.S_IMODE(os.stat(tmp_path / "kept" / "msgs.1.dedup.jsonl").st_mode) == 0o600
+    # the same key file is reused: same key id in the next report (an existing --out needs --overwrite)
+    assert main(["dedup", str(csv), "--client-column", "client", "--key-file", str(key), "--out", str(out), "-q"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["dedup", str(csv), "--client-column", "client", "--key-file", str(key), "--out", str(out), "-q",
+                 "--overwrite"]) == 0
     assert json.loads(out.read_text())["params"]["key_id"] == doc["params"]["key_id"]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from trustfl.defenses.dedup.errors import DedupError
 from trustfl.defenses.dedup.settings import DEDUP_METHODS
-from trustfl.text import (KeyedMinHash, SimHasher, TextKey, embed_texts, exact_codes, jaccard_pairs,
+from trustfl.text import (MATCHING_RULE, KeyedMinHash, SimHasher, TextKey, embed_texts, exact_codes, jaccard_pairs,
                           normalize_for_matching)
 
 __all__ = ["METHODS", "ClientCodes", "DedupClient", "Method"]
@@ -36,7 +36,9 @@ class ClientCodes:
         minhash: ``[n, num_perm]`` uint32 keyed MinHash signatures, or None.
         simhash: ``[n, bits // 8]`` uint8 SimHash codes, or None.
         key_id: public id of the key (so the server can check all clients used the same key).
-        params: public code parameters (num_perm, shingle, ngram, bits, model).
+        params: public code parameters: every one that changes the codes (methods, normalization;
+            lexical: num_perm, shingle, ngram, shingle_hash; semantic: bits, dim, model, max_length).
+            The server refuses clients whose parameters differ (their codes would never match).
     """
 
     client_id: int
@@ -101,13 +103,16 @@ class DedupClient:
         exact = exact_codes(self.normalized, self.key, normalized=True) if "exact" in self.methods else None
         sig = self.minhash.signatures(self.normalized, normalized=True) if "lexical" in self.methods else None
         sim = None
-        params: dict[str, Any] = {"num_perm": self.minhash.num_perm, "shingle": self.minhash.shingle,
-                                  "ngram": self.minhash.ngram}
+        params: dict[str, Any] = {"methods": list(self.methods), "normalization": MATCHING_RULE}
+        if "lexical" in self.methods:
+            params.update(num_perm=self.minhash.num_perm, shingle=self.minhash.shingle, ngram=self.minhash.ngram,
+                          shingle_hash=self.minhash.shingle_hash)
         if "semantic" in self.methods:
             if self.simhasher is None:
                 raise DedupError("method 'semantic' needs a SimHasher (simhasher=SimHasher(key, dim, bits))")
             sim = self.simhasher.codes(self.embeddings) if n else np.zeros((0, self.simhasher.bits // 8), np.uint8)
-            params.update(bits=self.simhasher.bits, model=self.embed_model)
+            params.update(bits=self.simhasher.bits, dim=self.simhasher.dim, model=self.embed_model,
+                          max_length=self.max_length)
         return ClientCodes(client_id=self.client_id, n=n, exact=exact, minhash=sig, simhash=sim,
                            key_id=self.key.key_id, params=params)
 

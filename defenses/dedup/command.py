@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,10 @@ def add_parser(sub: Any, handler: Any) -> None:
     dd.add_argument("--out", type=Path, default=Path("dedup-report.json"), help="report JSON (ids/scores only)")
     dd.add_argument("--max-pairs", type=int, default=None, help="list at most this many pairs in the report")
     dd.add_argument("--write-dedup", type=Path, default=None, metavar="DIR",
-                    help="write the kept records of every client as JSONL into DIR")
+                    help="write the kept records of every client as JSONL into DIR (one file per input, "
+                         "named after it, mode 0600)")
+    dd.add_argument("--overwrite", action="store_true",
+                    help="replace existing --out / --write-dedup files (never an input or the key file)")
     dd.add_argument("--examples", type=int, default=3, help="example pairs to print (with text; default 3)")
     dd.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     dd.set_defaults(func=handler)
@@ -132,28 +136,140 @@ def load_clients(files: list[str], *, text_column: str = "text", client_column: 
     return out, names
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name the same file (resolved, or the same inode when both exist)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def output_names(inputs: list[str]) -> list[str]:
+    """Unique ``--write-dedup`` file names for one input file per client, in input order.
+
+    The file stem when the stems are unique (``a.csv`` -> ``a.dedup.jsonl``); otherwise the path
+    relative to the inputs' common folder with ``/`` as ``__`` (``a.csv``, ``sub/a.csv`` -> ``a``,
+    ``sub__a``), then with the suffix (``a.csv``, ``a.jsonl`` -> ``a.csv``, ``a.jsonl``), then
+    with the client number.
+    """
+    paths = [Path(p).resolve() for p in inputs]
+    root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
+    rel = [p.relative_to(root) for p in paths]
+    tiers = [[p.stem for p in paths],
+             ["__".join(r.with_suffix("").parts) for r in rel],
+             ["__".join(r.parts) for r in rel]]
+    for names in tiers:
+        if len(set(names)) == len(names):
+            return [f"{n}.dedup.jsonl" for n in names]
+    return [f"{n}.{k}.dedup.jsonl" for k, n in enumerate(tiers[2])]
+
+
+def plan_outputs(args: argparse.Namespace, client_ids: list[int] | None = None) -> dict[int, Path]:
+    """Check every output path before any work; return the ``--write-dedup`` targets per client.
+
+    Refuses: ``--out`` or a written file that is an input or the key file, ``--out`` that is a
+    directory, ``--write-dedup`` that is an existing file, and (without ``--overwrite``) any
+    output file that exists already.
+
+    Raises:
+        DedupError: naming the flag and the path.
+    """
+    inputs = [Path(f) for f in args.files]
+    key = Path(args.key_file)
+    overwrite = getattr(args, "overwrite", False)
+    if key.is_dir():
+        raise DedupError(f"--key-file {str(key)!r} is a directory; give the path of a key file (created if missing)")
+    clash = next((f for f in inputs if _same_path(f, key)), None)
+    if clash is not None:
+        raise DedupError(f"--key-file {str(key)!r} is also an input file; the key must be a separate file")
+
+    def check(flag: str, path: Path) -> None:
+        if any(_same_path(path, f) for f in inputs):
+            raise DedupError(f"{flag} {str(path)!r} is an input file; writing it would destroy the input")
+        if _same_path(path, key):
+            raise DedupError(f"{flag} {str(path)!r} is the key file given to --key-file; writing it would destroy "
+                             "the key")
+        if path.is_dir():
+            raise DedupError(f"{flag} {str(path)!r} is a directory; give a file path (e.g. "
+                             f"{str(path / 'dedup-report.json')!r})")
+        if path.exists() and not overwrite:
+            raise DedupError(f"{flag} {str(path)!r} exists; pass --overwrite to replace it")
+
+    out = Path(args.out)
+    check("--out", out)
+    targets: dict[int, Path] = {}
+    if args.write_dedup is not None:
+        folder = Path(args.write_dedup)
+        if folder.exists() and not folder.is_dir():
+            raise DedupError(f"--write-dedup {str(folder)!r} is an existing file, not a directory; give a folder "
+                             "for the kept records (one .dedup.jsonl file per client)")
+        if args.client_column is None:
+            targets = {k: folder / n for k, n in enumerate(output_names(list(args.files)))}
+        else:
+            stem = Path(args.files[0]).stem
+            targets = {k: folder / f"{stem}.{k}.dedup.jsonl" for k in (client_ids or [])}
+        for target in targets.values():
+            check("--write-dedup", target)
+        if any(_same_path(t, out) for t in targets.values()):
+            raise DedupError(f"--out {str(out)!r} is also one of the --write-dedup files; choose another path")
+    return targets
+
+
+def clip(text: str, width: int = 80) -> str:
+    """One line of at most ``width`` characters: whitespace collapsed, cut with an ellipsis."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= width else line[:width - 1].rstrip() + "\u2026"
+
+
+def _write_jsonl_private(path: Path, rows: Any) -> None:
+    """Write rows as JSON Lines, atomically, with file mode 0600 (the records are a client's data)."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jsonl")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def run_cli(args: argparse.Namespace) -> int:
     """Handler of ``trustfl dedup`` (see ``trustfl dedup --help``)."""
+    import datasets
     from rich.console import Console
 
     from trustfl.defenses.dedup.keys import DedupKey
     from trustfl.defenses.dedup.protocol import deduplicate
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, soft_wrap=True, highlight=False)
+    datasets.disable_progress_bars()  # trustfl's own progress bars only
     settings = settings_from_args(args)  # validate everything before touching files or keys
-    if args.quiet:
-        import datasets
-
-        datasets.disable_progress_bars()
+    if args.client_column is not None and len(args.files) != 1:
+        raise DedupError(f"--client-column needs exactly one file, got {len(args.files)}: {args.files}")
+    plan_outputs(args)  # refuse bad output paths before any work (client-column targets: checked below)
+    clients, names = load_clients(args.files, text_column=args.text_column, client_column=args.client_column)
+    targets = plan_outputs(args, sorted(clients))
     key, created = DedupKey.load_or_create(args.key_file)
     if created:
         console.print(f"generated a new dedup key in {args.key_file} (mode 0600): share it with every client, "
                       "never with the server")
-    clients, names = load_clients(args.files, text_column=args.text_column, client_column=args.client_column)
     texts = {cid: list(ds["text"][:]) for cid, ds in clients.items()}
     result = deduplicate(texts, key, settings, keep_server_view=False, progress=not args.quiet)
-    out = result.write_json(args.out, max_pairs=args.max_pairs, extra={"inputs": {str(c): names[c] for c in names}})
+    extra: dict[str, Any] = {"inputs": {str(c): names[c] for c in names}}
+    if targets:
+        extra["outputs"] = {str(c): str(t) for c, t in targets.items()}
+    out = result.write_json(args.out, max_pairs=args.max_pairs, extra=extra)
     console.print(result.summary())
+    for cid in result.client_ids:
+        dropped = int((~result.keep[cid]).sum())
+        console.print(f"  {names[cid]}: {result.sizes[cid]} records, {dropped} dropped")
     shown = 0
     for cid in result.client_ids:
         for ex in result.client_examples(cid, texts[cid], limit=args.examples):
@@ -161,22 +277,17 @@ def run_cli(args: argparse.Namespace) -> int:
                 break
             if ex["a"]["client"] != cid:  # print a cross-client pair once, from its first client
                 continue
-            other = texts[ex["b"]["client"]][ex["b"]["index"]]
+            a, b = ex["a"], ex["b"]
+            other = texts[b["client"]][b["index"]]
             console.print(f"[bold]{ex['method']}[/bold] score={ex['score']}: "
-                          f"({ex['a']['client']}, {ex['a']['index']}) {ex['a']['text']!r:.100} ~ "
-                          f"({ex['b']['client']}, {ex['b']['index']}) {other!r:.100}", highlight=False)
+                          f"{names[a['client']]} #{a['index']} \u201c{clip(a['text'])}\u201d ~ "
+                          f"{names[b['client']]} #{b['index']} \u201c{clip(other)}\u201d")
             shown += 1
-    if args.write_dedup is not None:
-        folder = Path(args.write_dedup)
-        folder.mkdir(parents=True, exist_ok=True)
-        for cid, ds in clients.items():
-            kept = ds.select(np.flatnonzero(result.keep[cid]).tolist())
-            stem = Path(args.files[0] if args.client_column else names[cid]).stem
-            target = folder / (f"{stem}.{cid}.dedup.jsonl" if args.client_column else f"{stem}.dedup.jsonl")
-            tmp = target.with_name(".tmp-" + target.name)
-            kept.to_json(str(tmp), lines=True, force_ascii=False)
-            tmp.replace(target)
-            console.print(f"{names[cid]}: kept {len(kept)} of {len(ds)} -> {target}")
+    for cid, target in targets.items():
+        ds = clients[cid]
+        rows = ds.select(np.flatnonzero(result.keep[cid]).tolist()).to_list()
+        _write_jsonl_private(target, rows)
+        console.print(f"{names[cid]}: kept {len(rows)} of {len(ds)} -> {target}")
     console.print(f"report: {out}")
     return 0
 

@@ -7,7 +7,8 @@ Roles in one process, with the same boundaries a deployment has:
    :class:`~trustfl.defenses.dedup.server.ServerView` (codes + thresholds) and returns candidates;
 3. each client confirms the within-client candidates on its own texts/embeddings (true
    Jaccard / cosine); cross-client candidates are decided on the server's estimate;
-4. accepted pairs -> connected components -> keep one record per cluster.
+4. accepted pairs -> clusters (exact/lexical pairs chain, semantic pairs join one hop from a centre:
+   :func:`~trustfl.defenses.dedup.clusters.cluster_labels`) -> keep one record per cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from trustfl.defenses.dedup.client import METHODS, DedupClient
-from trustfl.defenses.dedup.clusters import cluster_members, component_labels, keep_mask
+from trustfl.defenses.dedup.clusters import cluster_labels, cluster_members, keep_mask
 from trustfl.defenses.dedup.errors import DedupError
 from trustfl.defenses.dedup.keys import DedupKey
 from trustfl.defenses.dedup.result import DedupResult, PairTable
@@ -157,7 +158,7 @@ def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: 
     cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
     a, b = cat["a"].astype(np.int64), cat["b"].astype(np.int64)
     n = int(offsets[-1])
-    labels = component_labels(n, a, b)
+    labels = cluster_labels(n, a, b, transitive=cat["method"].astype(str) != "semantic")
     keep_all = keep_mask(labels)
     clusters = [[(int(owner[g]), int(local[g])) for g in members] for members in cluster_members(labels)]
     keep = {c: keep_all[offsets[k]:offsets[k + 1]].copy() for k, c in enumerate(ids)}

@@ -25,7 +25,7 @@ from trustfl.defenses.dedup.client import METHODS, ClientCodes
 from trustfl.defenses.dedup.errors import DedupError
 from trustfl.text import equal_code_pairs, hamming_range_pairs, hamming_to_cosine, lsh_bands, minhash_pairs
 
-__all__ = ["Candidates", "DedupServer", "ServerView"]
+__all__ = ["Candidates", "DedupServer", "ServerView", "check_same_parameters"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class DedupServer:
         if len(keys) != 1:
             raise DedupError(f"clients used different dedup keys (key ids {sorted(keys)}); codes under different "
                              "keys never match: give every client the same key")
+        check_same_parameters(codes)
         sizes = np.array([c.n for c in codes], dtype=np.int64)
         owner = np.repeat(np.arange(len(codes)), sizes)  # position in `codes` of each global record
         out: dict[str, Candidates] = {}
@@ -132,6 +133,29 @@ class DedupServer:
                                      needs_confirmation=within[keep], info={**info, "search_threshold": search_t})
             self.timings[f"{method}_search_s"] = time.perf_counter() - t0
         return out
+
+
+def check_same_parameters(codes: Sequence[ClientCodes]) -> None:
+    """Refuse clients whose public code parameters differ (num_perm, shingle, ngram, SimHash bits, ...).
+
+    Codes made with different parameters are incomparable: different n-grams or shingle units
+    give unrelated MinHash slots, so the server would silently find no lexical pair at all.
+
+    Raises:
+        DedupError: naming each differing parameter and which clients used which value.
+    """
+    names = sorted({k for c in codes for k in c.params})
+    diffs = []
+    for name in names:
+        by_value: dict[str, list[int]] = {}
+        for c in codes:
+            by_value.setdefault(repr(c.params.get(name, "<not sent>")), []).append(c.client_id)
+        if len(by_value) > 1:
+            diffs.append(f"{name}: " + ", ".join(f"{v} (client{'s' if len(ids) > 1 else ''} "
+                                                  f"{', '.join(map(str, ids))})" for v, ids in by_value.items()))
+    if diffs:
+        raise DedupError("clients computed their codes with different parameters, so their codes cannot match: "
+                         + "; ".join(diffs) + ". Give every client the same dedup settings")
 
 
 def _stack(codes: Sequence[ClientCodes], attr: str, method: str) -> np.ndarray:

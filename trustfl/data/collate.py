@@ -1,4 +1,4 @@
-"""Tokenize once (cached `Dataset.map`), pad per batch (`DynamicPaddingCollator`).
+"""Tokenize once (an in-memory `Dataset.map`), pad per batch (`DynamicPaddingCollator`).
 
 Tokenization truncates but never pads, so each batch is padded only to its own longest
 sequence (right padding): short-text corpora such as SMS or TREC then cost a fraction of
@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 from datasets import Dataset
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from torch.nn.utils.rnn import pad_sequence
 
 __all__ = ["IGNORE_INDEX", "DynamicPaddingCollator", "Task", "tokenize_dataset"]
@@ -38,7 +39,8 @@ def tokenize_dataset(
 ) -> Dataset:
     """Tokenize `ds[text_column]` into `input_ids` and `attention_mask`, truncated to `max_length`.
 
-    No padding here (see `DynamicPaddingCollator`). For "classification" the label column
+    No padding here (see `DynamicPaddingCollator`). The result is kept in memory: nothing is
+    written to the `datasets` cache, whatever the source of `ds`. For "classification" the label column
     is kept and renamed `labels`; for "causal_lm" only `input_ids` and `attention_mask`
     remain (labels are made at collate time). Every other column is removed.
 
@@ -60,7 +62,17 @@ def tokenize_dataset(
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     keep = [label_column] if task == "classification" else []
-    out = ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c not in keep])
+    # Token ids encode the private text verbatim: never write them to the `datasets` cache
+    # (keep_in_memory, no cache file), and no "Map" progress bar of its own (callers show theirs).
+    quiet = not are_progress_bars_disabled()
+    if quiet:
+        disable_progress_bars()
+    try:
+        out = ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c not in keep],
+                     keep_in_memory=True, load_from_cache_file=False)
+    finally:
+        if quiet:
+            enable_progress_bars()
     if task == "classification":
         out = out.rename_column(label_column, "labels")
     return out

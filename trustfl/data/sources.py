@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,15 +56,22 @@ def load_dataset_source(
     """Load `name` as a Dataset with columns `text`, `label` (unless `label_column=None`), extras.
 
     Dispatch: a registered name (`SOURCES`: health_tweets, sms_spam, trec; `kw` go to its
-    loader); a path ending in .csv/.json/.jsonl (read with `datasets.load_dataset`, `kw`
-    passed on, e.g. `cache_dir`); a .txt path (one unlabelled text per non-empty line); anything else is tried as a Hugging Face hub dataset
-    with `split`. For files and hub datasets `text_column`/`label_column` are renamed to
+    loader); a path ending in .csv/.json/.jsonl/.txt (.txt: one unlabelled text per non-empty
+    line); anything else is tried as a Hugging Face hub dataset with `split`.
+
+    Local files are private client data: they are read **in memory** (UTF-8; CSV with pandas'
+    type inference, JSON Lines or a JSON list of objects) and never copied to the `datasets`
+    cache (`~/.cache/huggingface/datasets`) or any other file; the returned Dataset has no
+    cache files, so later `.map`/`select` calls stay in memory too. File options in `kw`:
+    `sep`/`delimiter` (CSV), `field` (a .json document's list of records); `cache_dir` is
+    accepted and ignored. For files and hub datasets `text_column`/`label_column` are renamed to
     `text`/`label`; string labels become ints indexing the sorted distinct names, stored
     as a `ClassLabel` (see `label_names`). Texts are stripped; empty ones are dropped and
     the count logged. Use `label_column=None` for unlabelled text (causal LM).
 
     Raises:
-        DataSourceError: missing file or package, a column that is not in the data (the
+        DataSourceError: missing file or package, a file that is not UTF-8 text, is empty,
+            has a header but no rows or only blank texts, a column that is not in the data (the
             message lists the available ones), missing labels, or a hub dataset that could
             not be loaded (no network here: pass a local path instead).
     """
@@ -75,20 +84,22 @@ def load_dataset_source(
         return SOURCES[name](**kw)
     suffix = Path(name).suffix.lower()
     if suffix == ".txt":  # one record per non-empty line, no columns
-        if not Path(name).is_file():
-            raise DataSourceError(f"data file {name!r} does not exist (resolved to {Path(name).resolve()})")
         if (text_column, label_column) != ("text", None):
+            _check_file(name)
             raise DataSourceError(f"{name!r}: a .txt file holds one unlabelled text per line and has no columns; "
                                   "use text_column='text', label_column=None (or a .csv/.json/.jsonl file)")
-        return make_dataset(Path(name).read_text(encoding="utf-8").splitlines(), None, names=None, source=name)
+        lines = _read_text(name, kw).splitlines()
+        ds = make_dataset(lines, None, names=None, source=name)
+        if not len(ds):
+            raise DataSourceError(f"data file {name!r}: no non-empty texts: all {len(lines)} lines are blank")
+        return ds
     if suffix in _FILE_BUILDERS:
-        if not Path(name).is_file():
-            raise DataSourceError(f"data file {name!r} does not exist (resolved to {Path(name).resolve()})")
-        try:
-            raw = datasets.load_dataset(_FILE_BUILDERS[suffix], data_files=str(name), split="train", **kw)
-        except Exception as exc:  # the builders raise many types; keep the cause chained
-            raise DataSourceError(f"could not read {name!r} as {_FILE_BUILDERS[suffix]}: {exc}") from exc
-        return _standardize(raw, text_column=text_column, label_column=label_column, source=name)
+        raw = _read_table(name, _FILE_BUILDERS[suffix], kw)
+        ds = _standardize(raw, text_column=text_column, label_column=label_column, source=name)
+        if not len(ds):
+            raise DataSourceError(f"data file {name!r}: no non-empty texts: all {len(raw)} values of column "
+                                  f"{text_column!r} are empty or blank")
+        return ds
     try:
         raw = datasets.load_dataset(name, split=split, **kw)
     except Exception as exc:
@@ -98,6 +109,118 @@ def load_dataset_source(
             "The hub needs network access; without it, pass a local file path instead"
         ) from exc
     return _standardize(raw, text_column=text_column, label_column=label_column, source=name)
+
+
+_FILE_OPTIONS = {"csv": {"sep", "delimiter"}, "json": {"field"}, "text": set()}
+
+
+def _check_file(name: str) -> Path:
+    path = Path(name)
+    if path.is_dir():
+        raise DataSourceError(f"data file {name!r} is a directory, not a .csv/.json/.jsonl/.txt file")
+    if not path.is_file():
+        raise DataSourceError(f"data file {name!r} does not exist (resolved to {path.resolve()})")
+    return path
+
+
+def _file_options(name: str, fmt: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """The reader options of `kw` (``cache_dir`` is ignored: local files are never cached)."""
+    options = {k: v for k, v in kw.items() if k != "cache_dir"}
+    unknown = sorted(set(options) - _FILE_OPTIONS[fmt])
+    if unknown:
+        raise DataSourceError(f"{name!r}: unknown option(s) {unknown} for a {fmt} file; accepted: "
+                              f"{sorted(_FILE_OPTIONS[fmt] | {'cache_dir'})}")
+    return options
+
+
+def _read_text(name: str, kw: dict[str, Any], fmt: str = "text") -> str:
+    """The whole file as text; clear errors for a directory, a missing, binary, non-UTF-8 or empty file."""
+    path = _check_file(name)
+    _file_options(name, fmt, kw)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataSourceError(f"data file {name!r} cannot be read: {exc.strerror or exc}") from exc
+    if b"\x00" in data[:65536]:
+        raise DataSourceError(f"data file {name!r} is not a text file (it holds NUL bytes: binary data?); "
+                              "give a UTF-8 .csv/.json/.jsonl/.txt file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataSourceError(f"data file {name!r} is not UTF-8 text (invalid byte at offset {exc.start}); "
+                              "save it as UTF-8") from exc
+    if not data or (fmt != "text" and not text.strip()):
+        what = "0 bytes" if not data else "only whitespace"
+        raise DataSourceError(f"data file {name!r} is empty ({what}, no records)")
+    return text
+
+
+def _read_table(name: str, fmt: str, kw: dict[str, Any]) -> Dataset:
+    """Read a local CSV/JSON(L) file into an in-memory Dataset (no cache file, no progress bar)."""
+    options = _file_options(name, fmt, kw)
+    text = _read_text(name, kw, fmt)
+    if fmt == "csv":
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(io.StringIO(text), **options)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+            raise DataSourceError(f"could not read {name!r} as CSV: {str(exc).strip()}") from exc
+        if frame.empty:
+            raise DataSourceError(f"data file {name!r} has a header (columns {list(frame.columns)}) but no data rows")
+        frame.columns = [str(c) for c in frame.columns]
+        try:
+            return Dataset.from_pandas(frame, preserve_index=False)
+        except Exception as exc:  # pyarrow type errors (mixed types in a column)
+            raise DataSourceError(f"could not read {name!r} as CSV: {exc}") from exc
+    rows = _json_records(name, text, options.get("field"))
+    if not rows:
+        raise DataSourceError(f"data file {name!r} holds no records (an empty JSON list)")
+    columns: dict[str, list[Any]] = {}
+    for row in rows:
+        for key in row:
+            columns.setdefault(str(key), [])
+    try:
+        return Dataset.from_dict({k: [row.get(k) for row in rows] for k in columns})
+    except Exception as exc:  # pyarrow: a column mixing types (e.g. ints and strings)
+        raise DataSourceError(f"could not read {name!r} as JSON: {type(exc).__name__}: {exc}") from exc
+
+
+def _json_records(name: str, text: str, field: str | None) -> list[dict[str, Any]]:
+    """JSON Lines (one object per line), a JSON list of objects, or ``doc[field]``."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        doc = None
+        if field is not None:
+            raise DataSourceError(f"{name!r}: field={field!r} needs one JSON document, but the file is not valid JSON")
+    if field is not None:
+        if not isinstance(doc, dict) or field not in doc:
+            keys = sorted(doc) if isinstance(doc, dict) else []
+            raise DataSourceError(f"{name!r}: field={field!r} is not a key of the JSON document; keys: {keys}")
+        doc = doc[field]
+    if isinstance(doc, list):
+        bad = next((i for i, r in enumerate(doc) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise DataSourceError(f"{name!r}: record {bad} is {type(doc[bad]).__name__}, not a JSON object")
+        return doc
+    if isinstance(doc, dict):  # one object on one line = JSON Lines with one record
+        if text.strip().count("\n") == 0:
+            return [doc]
+        raise DataSourceError(f"{name!r}: a JSON object is not a list of records; give JSON Lines (one object "
+                              "per line) or a list of objects")
+    rows: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataSourceError(f"{name}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(row, dict):
+            raise DataSourceError(f"{name}:{lineno}: a record must be a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
 
 
 def _standardize(raw: Dataset, *, text_column: str, label_column: str | None, source: str) -> Dataset:

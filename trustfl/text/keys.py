@@ -111,6 +111,8 @@ class TextKey:
             TextError: the file is missing or does not hold a hex secret of >= 16 bytes.
         """
         path = Path(path)
+        if path.is_dir():
+            raise TextError(f"key file {str(path)!r} is a directory, not a key file; give the path of a file")
         if not path.is_file():
             raise TextError(f"key file {str(path)!r} does not exist; create one with TextKey.generate().save(path) "
                              "or `trustfl dedup --key-file PATH` (generated if missing)")
