@@ -4,6 +4,11 @@
   ``||a||^2 + ||b||^2 - 2 a.b`` clamped at 0, recomputed exactly in float64 for the rows whose
   float32 values overflow (an attacker sending ``1e30`` must not turn distances into NaN).
 * :func:`row_norms`: Euclidean row norms with the same overflow fallback.
+* :func:`working`: the tensor the math runs on (float16/bfloat16 upcast to float32; float32 and
+  float64 as they are); every stage returns its result in the input dtype (:func:`finite_result`).
+* :func:`weighted_rows`: ``coef @ x`` (one GEMV), redone in float64 where float32 overflows or a
+  coefficient underflows (rows near the float32 maximum).
+* :func:`midpoint`: ``(a + b) / 2`` without the overflow of ``a + b``.
 * :func:`column_sorted_reduce`: a coordinate-wise reduction over partitioned column values
   (numpy ``argpartition`` on cache-sized, transposed column blocks; no ``[n, d]`` index tensor).
 * argument checks whose errors name the parameter, echo the value and state the rule.
@@ -20,7 +25,8 @@ from trustfl.defenses.base import validate_updates
 from trustfl.errors import ToleranceError, UpdateError
 
 __all__ = ["check_finite_result", "check_finite_updates", "check_int", "check_positive", "column_sorted_reduce",
-           "generator_or_seeded", "gram_matrix", "median_value", "pairwise_sq_distances", "require_tolerance", "row_norms"]
+           "finite_result", "generator_or_seeded", "gram_matrix", "median_value", "midpoint", "pairwise_sq_distances",
+           "mix_rows", "require_tolerance", "row_norms", "scale_rows", "weighted_rows", "working"]
 
 _BLOCK = 1 << 15  # columns per block of column_sorted_reduce (x n rows, fits in L2 for n <= 100)
 
@@ -78,6 +84,60 @@ def check_finite_result(owner: str, vector: torch.Tensor) -> torch.Tensor:
     return vector
 
 
+def working(x: torch.Tensor) -> torch.Tensor:
+    """The tensor a stage computes on: float16/bfloat16 upcast to float32 (numpy has no bfloat16, ``cdist``
+    no half, and half-precision GEMMs lose the small weights); float32/float64 unchanged (no copy)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
+
+
+def finite_result(owner: str, vector: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``vector`` cast to the input ``dtype`` and checked finite (:func:`check_finite_result`): every
+    aggregator returns the dtype it was given; a result the dtype cannot represent is an error."""
+    return check_finite_result(owner, vector.to(dtype))
+
+
+def midpoint(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a + b) / 2`` elementwise without overflow: ``a/2 + b/2`` (bit-identical to ``(a + b) / 2`` unless
+    that overflows or the halves are subnormal)."""
+    return 0.5 * a + 0.5 * b
+
+
+def weighted_rows(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_i coef[i] x[i]`` ``[d]`` in ``x``'s dtype: one GEMV; redone in float64 when the float32 result is
+    not finite or a non-zero coefficient underflows in float32 (huge rows with tiny weights), so a
+    representable weighted mean of finite rows is returned finite (then cast back to ``x.dtype``)."""
+    c = coef.to(x.dtype)
+    out = c @ x
+    if x.dtype == torch.float64:
+        return out
+    lost = (coef != 0) & (c.abs() < torch.finfo(x.dtype).tiny)  # zero or subnormal in float32
+    if bool(torch.isfinite(out).all()) and not bool(lost.any()):
+        return out
+    used = (coef != 0).nonzero().flatten()  # float64 copy of the rows that count only (rare: hostile input)
+    return (coef.to(torch.float64)[used] @ x[used].to(torch.float64)).to(x.dtype)
+
+
+def mix_rows(mix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``mix @ x`` (``[m, n] @ [n, d]``, rows of ``mix`` are convex weights) in ``x``'s dtype; float16/bfloat16 are
+    mixed in float32, and a float32 result that overflows (rows near the maximum) is redone in float64."""
+    w = working(x)
+    out = mix.to(w.dtype) @ w
+    if w.dtype != torch.float64 and not bool(torch.isfinite(out).all()):
+        out = (mix.to(torch.float64) @ w.to(torch.float64)).to(w.dtype)
+    return out.to(x.dtype)
+
+
+def scale_rows(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x[i] * scale[i]`` ``[n, d]`` in ``x``'s dtype (a new tensor); rows whose scale is subnormal in that dtype
+    (clipping rows near the float32 maximum) are scaled in float64 so the clipped norm stays exact."""
+    w = working(x)
+    out = w * scale.to(w.dtype)[:, None]
+    tiny = (scale > 0) & (scale < torch.finfo(w.dtype).tiny)
+    if bool(tiny.any()):
+        out[tiny] = (w[tiny].to(torch.float64) * scale[tiny].to(torch.float64)[:, None]).to(w.dtype)
+    return out.to(x.dtype)
+
+
 def generator_or_seeded(generator: torch.Generator | None, seed: int) -> torch.Generator:
     """The caller's generator, or a fresh one seeded with ``seed`` (never the global RNG)."""
     if generator is not None:
@@ -95,6 +155,7 @@ def median_value(x: torch.Tensor) -> float:
 
 def row_norms(x: torch.Tensor) -> torch.Tensor:
     """Float64 Euclidean norms of the rows of ``x`` ``[n, d]``; exact even where float32 squares overflow."""
+    x = working(x)
     norms = torch.linalg.vector_norm(x, dim=1).to(torch.float64)
     bad = ~torch.isfinite(norms)
     if bool(bad.any()):
@@ -104,6 +165,7 @@ def row_norms(x: torch.Tensor) -> torch.Tensor:
 
 def gram_matrix(x: torch.Tensor) -> torch.Tensor:
     """Float64 ``x @ x.T`` ``[n, n]`` by one GEMM; rows whose float32 products overflow are redone in float64."""
+    x = working(x)
     gram = (x @ x.T).to(torch.float64)
     bad = ~torch.isfinite(gram).all(dim=1)
     if bool(bad.any()):
@@ -120,6 +182,7 @@ def pairwise_sq_distances(x: torch.Tensor) -> torch.Tensor:
     The diagonal is exactly 0. Rows whose float32 products overflow (e.g. an attacker sending
     ``1e30``) are recomputed in float64; what still overflows float64 becomes ``+inf``.
     """
+    x = working(x)
     gram = gram_matrix(x)
     sq = gram.diagonal().clone()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram

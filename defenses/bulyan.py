@@ -19,8 +19,8 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, column_sorted_reduce,
-                                      pairwise_sq_distances, require_tolerance)
+from trustfl.defenses._robust import (check_finite_updates, check_int, column_sorted_reduce, finite_result, midpoint,
+                                      pairwise_sq_distances, require_tolerance, working)
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.types import AggregatorStage
 from trustfl.defenses.krum import krum_scores
@@ -77,15 +77,19 @@ class Bulyan(AggregatorStage):
             order[best] = step + 1
             active[best] = False
         selected = (order > 0).nonzero().flatten()
-        rows = updates[selected]
+        rows = working(updates)[selected]  # float16/bfloat16 -> float32 (numpy has no bfloat16)
         lo, hi = (theta - 1) // 2, theta // 2
 
         def closest_to_median(values: torch.Tensor, _order: torch.Tensor) -> torch.Tensor:
-            med = values[:, lo] if lo == hi else 0.5 * (values[:, lo] + values[:, hi])
+            med = values[:, lo] if lo == hi else midpoint(values[:, lo], values[:, hi])
             idx = (values - med[:, None]).abs().topk(beta, dim=1, largest=False).indices
             return values.gather(1, idx).mean(dim=1)
 
         vector, _ = column_sorted_reduce(rows, closest_to_median, kth=sorted({lo, hi}))
+        bad = ~torch.isfinite(vector)
+        if bool(bad.any()):  # float32 overflow near the maximum (|x - med|, the sum): those columns in float64
+            part, _ = column_sorted_reduce(rows[:, bad].to(torch.float64), closest_to_median, kth=sorted({lo, hi}))
+            vector[bad] = part.to(vector.dtype)
         info = AggregateInfo.all_accepted(n)
         info.accepted = order > 0
         info.flagged = ~info.accepted
@@ -93,4 +97,4 @@ class Bulyan(AggregatorStage):
         info.scores["selection_order"] = order.to(torch.float64)
         info.reasons = ["" if bool(a) else f"not among the theta={theta} Krum selections" for a in info.accepted]
         info.stats.update(theta=float(theta), beta=float(beta))
-        return Aggregate(vector=check_finite_result("bulyan", vector), info=info)
+        return Aggregate(vector=finite_result("bulyan", vector, updates.dtype), info=info)

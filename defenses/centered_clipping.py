@@ -18,7 +18,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, check_positive,
-                                      require_tolerance)
+                                      require_tolerance, weighted_rows, working)
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.types import AggregatorStage
 from trustfl.defenses.geomed import distances_to
@@ -78,15 +78,17 @@ class CenteredClipping(AggregatorStage):
         if self.center is not None and self.center.shape != (d,):
             raise ValueError(f"centered_clipping: stored center has shape {tuple(self.center.shape)} but updates "
                              f"have d={d}; call reset() when the parameter layout changes")
-        v = torch.zeros(d, dtype=updates.dtype) if self.center is None else self.center.to(updates.dtype)
+        x = working(updates)  # float16/bfloat16 -> float32; center and result in the input dtype
+        v = torch.zeros(d, dtype=x.dtype) if self.center is None else self.center.to(x.dtype)
         dist = torch.zeros(n, dtype=torch.float64)
         for _ in range(self.iters):
-            dist = distances_to(updates, v)
+            dist = distances_to(x, v)
             scale = (self.tau / dist.clamp(min=1e-300)).clamp(max=1.0)  # inf distance -> scale 0
             # v + mean_i s_i (x_i - v) = (1 - mean s) v + mean_i s_i x_i  (one weighted sum, no [n, d] temporary)
             s = scale / n
-            v = (1.0 - float(s.sum())) * v + s.to(updates.dtype) @ updates
-        self.center = check_finite_result("centered_clipping", v).detach().clone()  # state stays finite
+            v = (1.0 - float(s.sum())) * v + weighted_rows(s, x)
+        v = check_finite_result("centered_clipping", v.to(updates.dtype))
+        self.center = v.detach().clone()  # state stays finite
         info = AggregateInfo.all_accepted(n)
         info.clipped = dist > self.tau
         info.scores["distance"] = dist

@@ -17,7 +17,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, require_tolerance)
+from trustfl.defenses._robust import check_finite_updates, check_int, finite_result, midpoint, require_tolerance, working
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.types import AggregatorStage
 
@@ -48,15 +48,16 @@ class CoordinateMedian(AggregatorStage):
                  generator: torch.Generator | None = None,
                  client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("median", updates)
+        x = working(updates)  # float16/bfloat16 -> float32 (numpy has no bfloat16)
         lo, hi = (n - 1) // 2, n // 2
-        part = np.partition(updates.detach().numpy(), sorted({lo, hi}), axis=0)  # one partial sort, numpy
+        part = np.partition(x.detach().numpy(), sorted({lo, hi}), axis=0)  # one partial sort, numpy
         low, high = torch.from_numpy(part[lo]), torch.from_numpy(part[hi])
-        vector = low.clone() if lo == hi else 0.5 * (low + high)
+        vector = low.clone() if lo == hi else midpoint(low, high)  # no overflow near the float32 maximum
         del part
-        counts = ((updates >= low) & (updates <= high)).sum(dim=1)  # rows holding a middle value
+        counts = ((x >= low) & (x <= high)).sum(dim=1)  # rows holding a middle value
         info = AggregateInfo.all_accepted(n)
         info.scores["median_frac"] = counts.to(torch.float64) / d
-        return Aggregate(vector=check_finite_result("median", vector), info=info)
+        return Aggregate(vector=finite_result("median", vector, updates.dtype), info=info)
 
 
 class TrimmedMean(AggregatorStage):
@@ -97,14 +98,15 @@ class TrimmedMean(AggregatorStage):
         f = self.f
         require_tolerance("trimmed_mean", n, f, 2 * f < n, f"2f < n to trim the configured f={f} per side")
 
+        x = working(updates)  # float16/bfloat16 -> float32 (numpy has no bfloat16)
         if f == 0:
-            vector, counts = updates.mean(dim=0), None
+            vector, counts = _safe_mean(x.detach().numpy()), None
         else:
-            part = np.partition(updates.detach().numpy(), [f, n - f - 1], axis=0)  # one partial sort, numpy
-            vector = torch.from_numpy(part[f:n - f].mean(axis=0, dtype=part.dtype))
+            part = np.partition(x.detach().numpy(), [f, n - f - 1], axis=0)  # one partial sort, numpy
+            vector = _safe_mean(part[f:n - f])
             low, high = torch.from_numpy(part[f]), torch.from_numpy(part[n - f - 1])
             del part
-            counts = ((updates < low) | (updates > high)).sum(dim=1)  # coordinates where the row was trimmed
+            counts = ((x < low) | (x > high)).sum(dim=1)  # coordinates where the row was trimmed
         frac = (counts.to(torch.float64) / d) if counts is not None else torch.zeros(n, dtype=torch.float64)
         info = AggregateInfo.all_accepted(n)
         info.accepted = frac < 1.0
@@ -112,4 +114,15 @@ class TrimmedMean(AggregatorStage):
         info.scores["trimmed_frac"] = frac
         info.reasons = [f"trimmed in {100 * float(p):.0f}% of coordinates" if p > self.flag_above else ""
                         for p in frac]
-        return Aggregate(vector=check_finite_result("trimmed_mean", vector), info=info)
+        return Aggregate(vector=finite_result("trimmed_mean", vector, updates.dtype), info=info)
+
+
+def _safe_mean(rows: np.ndarray) -> torch.Tensor:
+    """Column means of ``rows`` ``[k, d]`` in their dtype; columns whose float32 sum overflows (values near the
+    float32 maximum) are re-averaged in float64, so a representable mean is never returned as ``inf``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = rows.mean(axis=0, dtype=rows.dtype)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            out[bad] = rows[:, bad].astype(np.float64).mean(axis=0)  # cast back: inf only if the mean itself is
+    return torch.from_numpy(np.ascontiguousarray(out))

@@ -17,8 +17,8 @@ import math
 import numpy as np
 import torch
 
-from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, check_positive,
-                                      generator_or_seeded, require_tolerance)
+from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, finite_result,
+                                      generator_or_seeded, require_tolerance, weighted_rows, working)
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.types import AggregatorStage
 
@@ -96,11 +96,11 @@ class DnC(AggregatorStage):
             good &= keep
         if not bool(good.any()):  # disjoint iterations (num_iters * floor(c f) >= n): keep the last good set
             good = keep
-        coef = good.to(updates.dtype) / int(good.sum())
-        vector = coef @ updates  # one GEMV, no copy of the kept rows
+        coef = good.to(torch.float64) / int(good.sum())
+        vector = weighted_rows(coef, working(updates))  # one GEMV, no copy of the kept rows
         info = AggregateInfo.all_accepted(n)
         info.accepted = good
         info.flagged = ~good
         info.scores["dnc_score"] = scores
         info.reasons = ["" if bool(g) else "removed: large projection on the top singular direction" for g in good]
-        return Aggregate(vector=check_finite_result("dnc", vector), info=info)
+        return Aggregate(vector=finite_result("dnc", vector, updates.dtype), info=info)

@@ -51,8 +51,9 @@ class FedAvg(AggregatorStage):
                  generator: torch.Generator | None = None, client_ids: Sequence[int] | None = None) -> Aggregate:
         n, _ = check_finite_updates("fedavg", updates)
         w = self.sum_weights(weights, n)
-        w = (w / w.sum()).to(updates.dtype)
-        vector = w @ updates  # one GEMV, no copy of the [n, d] input
+        x = updates if updates.dtype in (torch.float32, torch.float64) else updates.float()  # half: float32 math
+        w = (w / w.sum()).to(x.dtype)
+        vector = (w @ x).to(updates.dtype)  # one GEMV, no copy of the [n, d] input; returned in the input dtype
         _check_finite_mean(vector)
         info = AggregateInfo.all_accepted(n)
         info.scores["weight"] = w.detach().clone()

@@ -21,8 +21,9 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, check_positive,
-                                      generator_or_seeded, gram_matrix, median_value, require_tolerance, row_norms)
+from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, finite_result,
+                                      generator_or_seeded, gram_matrix, median_value, require_tolerance, row_norms,
+                                      weighted_rows, working)
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.types import AggregatorStage
 
@@ -92,11 +93,12 @@ class FLAME(AggregatorStage):
         gamma = (s_t / norms.clamp(min=1e-300)).clamp(max=1.0)
         k = int(admitted.sum())
         coef = torch.where(admitted, gamma, torch.zeros_like(gamma)) / max(k, 1)
-        vector = coef.to(updates.dtype) @ updates if k > 0 else torch.zeros(d, dtype=updates.dtype)
+        x = working(updates)  # float16/bfloat16 -> float32; the result is returned in the input dtype
+        vector = weighted_rows(coef, x) if k > 0 else torch.zeros(d, dtype=x.dtype)
         sigma = self.noise_lambda * s_t
         if sigma > 0:
             gen = generator_or_seeded(generator, self.seed)
-            vector = vector + sigma * torch.randn(d, generator=gen, dtype=updates.dtype)
+            vector = vector + sigma * torch.randn(d, generator=gen, dtype=x.dtype)
         info = AggregateInfo.all_accepted(n)
         info.accepted = admitted
         info.flagged = ~admitted
@@ -108,4 +110,4 @@ class FLAME(AggregatorStage):
                         else "rejected: outside the majority HDBSCAN cluster (cosine)"
                         for a, c in zip(admitted, info.clipped)]
         info.stats.update(clip_norm=s_t, noise_std=sigma, admitted=float(k))
-        return Aggregate(vector=check_finite_result("flame", vector), info=info)
+        return Aggregate(vector=finite_result("flame", vector, updates.dtype), info=info)

@@ -23,7 +23,8 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
-from trustfl.defenses._robust import (check_finite_result, check_finite_updates, require_tolerance, row_norms)
+from trustfl.defenses._robust import (check_finite_updates, finite_result, require_tolerance, row_norms, weighted_rows,
+                                      working)
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.types import AggregatorStage
 from trustfl.errors import UpdateError
@@ -86,13 +87,14 @@ class FLTrust(AggregatorStage):
                  generator: torch.Generator | None = None,
                  client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("fltrust", updates)
-        g0 = self._take_server_update(d).to(updates.dtype)
+        x = working(updates)  # float16/bfloat16 -> float32; the result is returned in the input dtype
+        g0 = self._take_server_update(d).to(x.dtype)
         norm0 = float(torch.linalg.vector_norm(g0.to(torch.float64)))
-        norms = row_norms(updates)
-        dots = (updates @ g0).to(torch.float64)
+        norms = row_norms(x)
+        dots = (x @ g0).to(torch.float64)
         bad = ~torch.isfinite(dots)
         if bool(bad.any()):
-            dots[bad] = updates[bad].to(torch.float64) @ g0.to(torch.float64)
+            dots[bad] = x[bad].to(torch.float64) @ g0.to(torch.float64)
         denom = norms * norm0
         cos = torch.where(denom > 0, dots / denom.clamp(min=1e-300), torch.zeros_like(dots))
         trust = cos.clamp(min=0.0)
@@ -110,7 +112,7 @@ class FLTrust(AggregatorStage):
             info.stats["all_distrusted"] = 1.0
             return Aggregate(vector=torch.zeros(d, dtype=updates.dtype), info=info)
         coef = trust * norm0 / norms.clamp(min=1e-300) / total
-        return Aggregate(vector=check_finite_result("fltrust", coef.to(updates.dtype) @ updates), info=info)
+        return Aggregate(vector=finite_result("fltrust", weighted_rows(coef, x), updates.dtype), info=info)
 
 
 class FLTrustRootHook:

@@ -9,6 +9,14 @@ pardoning ``cs_ij *= v_i / v_j`` where ``v_j > v_i``; ``alpha_i = 1 - max_j cs_i
 clipped to [0, 1]. The aggregate is ``sum_i alpha_i Delta_i / sum_i alpha_i`` (normalized so that a
 round without sybils equals the plain mean; 0 when every alpha is 0).
 
+Bounded: every update is first clipped to norm ``tau`` (``clip_norm``; by default the median norm of the
+round), and histories sum the *clipped* updates. FoolsGold alone only down-weights clients that look
+alike; a single dissimilar client gets full weight, so without the clip one unbounded update (``1e30``,
+or 1000x the honest norm) would move the aggregate arbitrarily. The paper targets sybils and leaves
+a single unbounded client to a defense FoolsGold is combined with; here that bound is built in.
+With the clip the aggregate is a convex combination of rows of norm <= ``tau``: ``||aggregate|| <= tau``
+and one client moves it by at most ``tau * alpha_j / sum_i alpha_i``.
+
 Stateful and client-tracking: histories are keyed by client id, so every call needs
 ``client_ids=`` (one id per row; ``Pipeline(..., client_ids=...)`` passes them, aligned with the rows
 it keeps after rejecting non-finite ones). A call without ids is an error: row positions change
@@ -17,12 +25,12 @@ from round to round. ``state_dict()`` holds the histories for resume.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar, Literal, Sequence
 
 import torch
 
-from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_positive, gram_matrix,
-                                      require_tolerance, row_norms)
+from trustfl.defenses._robust import (check_finite_updates, check_positive, finite_result, gram_matrix, median_value,
+                                      require_tolerance, row_norms, weighted_rows, working)
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.types import AggregatorStage
 
@@ -53,11 +61,15 @@ class FoolsGold(AggregatorStage):
 
     Args:
         kappa: confidence parameter of the logit (``> 0``; the paper uses 1).
+        clip_norm: every update is clipped to this L2 norm before it enters a history or the
+            aggregate: a number ``> 0``, or ``"median"`` (default) for the median norm of the round.
 
-    Tolerance: no honest-majority bound (FoolsGold targets any number of sybils sharing a goal);
-    it needs at least one client that is not a sybil, so ``f < n``. Client weights are untrusted
-    and ignored. ``info.scores["foolsgold_weight"]`` is ``alpha_i``; rows with ``alpha_i = 0`` are not
-    accepted and flagged.
+    Tolerance: the sybil down-weighting needs at least one client that is not a sybil (``f < n``,
+    any number of sybils sharing a goal); the norm bound ``||aggregate|| <= tau`` holds for any ``f``
+    with a fixed ``clip_norm``, but ``tau`` = the median norm is bounded by honest norms only when
+    ``2f < n``, so ``clip_norm="median"`` requires ``2f < n``. Client weights are untrusted and ignored.
+    ``info.scores["foolsgold_weight"]`` is ``alpha_i``; rows with ``alpha_i = 0`` are not accepted and
+    flagged; ``info.scores["norm"]`` holds the norms before clipping, ``info.clipped`` the clipped rows.
 
     Example:
         >>> fg = FoolsGold()
@@ -71,12 +83,22 @@ class FoolsGold(AggregatorStage):
     claims_robustness: ClassVar[bool] = True
     tracks_clients: ClassVar[bool] = True
 
-    def __init__(self, *, kappa: float = 1.0) -> None:
+    def __init__(self, *, kappa: float = 1.0, clip_norm: float | Literal["median"] = "median") -> None:
         self.kappa = check_positive("FoolsGold", "kappa", kappa)
+        if isinstance(clip_norm, str):
+            if clip_norm != "median":
+                raise ValueError(f"FoolsGold: clip_norm must be a number > 0 or 'median', got {clip_norm!r}")
+            self.clip_norm: float | str = "median"
+        else:
+            self.clip_norm = check_positive("FoolsGold", "clip_norm", clip_norm)
         self.history: dict[int, torch.Tensor] = {}
 
     def check_tolerance(self, n: int, f: int) -> None:
-        require_tolerance("foolsgold", n, f, f < n, "f < n (at least one honest client)")
+        if self.clip_norm == "median":
+            require_tolerance("foolsgold", n, f, 2 * f < n, "2f < n for clip_norm='median' (the median norm is "
+                              "bounded by honest norms); with a fixed clip_norm, f < n (at least one honest client)")
+        else:
+            require_tolerance("foolsgold", n, f, f < n, "f < n (at least one honest client)")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if not self.history:
@@ -102,21 +124,31 @@ class FoolsGold(AggregatorStage):
                  client_ids: Sequence[int] | None = None) -> Aggregate:
         n, d = check_finite_updates("foolsgold", updates)
         ids = self._require_ids(client_ids, n)  # histories are keyed by client id, never by row position
-        for cid, row in zip(ids, updates):
+        x = working(updates)  # float16/bfloat16 -> float32; the result is returned in the input dtype
+        norms = row_norms(x)
+        tau = median_value(norms) if self.clip_norm == "median" else float(self.clip_norm)
+        scale = (tau / norms.clamp(min=1e-300)).clamp(max=1.0)  # the norm bound FoolsGold composes with
+        for cid, row, s in zip(ids, x, scale.tolist()):
             old = self.history.get(cid)
             if old is not None and old.shape != (d,):
                 raise ValueError(f"foolsgold: client {cid}'s history has shape {tuple(old.shape)}, updates have d={d}")
-            self.history[cid] = row.detach().clone() if old is None else old + row
+            clipped = row.detach().clone() if s >= 1.0 else (row.to(torch.float64) * s).to(x.dtype)
+            self.history[cid] = clipped if old is None else old + clipped
         hist = torch.stack([self.history[c] for c in ids])
         alpha = foolsgold_weights(hist, kappa=self.kappa)
         info = AggregateInfo.all_accepted(n)
         info.scores["foolsgold_weight"] = alpha
         info.accepted = alpha > 0
         info.flagged = alpha < 1
-        info.reasons = ["" if float(a) >= 1 else f"history similar to another client's (weight {float(a):.3f})"
-                        for a in alpha]
+        info.clipped = scale < 1.0
+        info.scores["norm"] = norms
+        info.stats["clip_norm"] = tau
+        info.reasons = ["; ".join(r for r in (
+            f"norm clipped from {float(v):.4g} to {tau:.4g}" if bool(c) else "",
+            "" if float(a) >= 1 else f"history similar to another client's (weight {float(a):.3f})") if r)
+            for v, c, a in zip(norms, info.clipped, alpha)]
         total = float(alpha.sum())
         if total <= 0:
             return Aggregate(vector=torch.zeros(d, dtype=updates.dtype), info=info)
-        vector = (alpha / total).to(updates.dtype) @ updates
-        return Aggregate(vector=check_finite_result("foolsgold", vector), info=info)
+        vector = weighted_rows(alpha / total * scale, x)  # sum_i alpha_i clip(x_i) / sum_i alpha_i, one GEMV
+        return Aggregate(vector=finite_result("foolsgold", vector, updates.dtype), info=info)

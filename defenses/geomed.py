@@ -14,8 +14,8 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, check_positive,
-                                      require_tolerance)
+from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, finite_result,
+                                      require_tolerance, weighted_rows, working)
 from trustfl.defenses.base import Aggregate, AggregateInfo, validate_weights
 from trustfl.types import AggregatorStage
 
@@ -24,9 +24,15 @@ __all__ = ["GeometricMedian", "distances_to"]
 
 def distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
     """Float64 ``||updates[i] - point||`` for every row, exact (no ``||a||^2 + ||b||^2 - 2ab`` cancellation),
-    one pass over ``updates`` and no ``[n, d]`` temporary; float32 overflow becomes ``inf``."""
-    dist = torch.cdist(updates, point.to(updates.dtype)[None], compute_mode="donot_use_mm_for_euclid_dist")[:, 0]
-    return dist.to(torch.float64)
+    one pass over ``updates`` and no ``[n, d]`` temporary; rows whose float32 distance overflows are redone
+    in float64 (``inf`` only beyond the float64 range); float16/bfloat16 are computed in float32."""
+    x = working(updates)
+    dist = torch.cdist(x, point.to(x.dtype)[None], compute_mode="donot_use_mm_for_euclid_dist")[:, 0].to(torch.float64)
+    bad = ~torch.isfinite(dist)
+    if bool(bad.any()) and x.dtype != torch.float64:
+        dist[bad] = torch.cdist(x[bad].to(torch.float64), point.to(torch.float64)[None],
+                                compute_mode="donot_use_mm_for_euclid_dist")[:, 0]
+    return dist
 
 
 class GeometricMedian(AggregatorStage):
@@ -69,26 +75,27 @@ class GeometricMedian(AggregatorStage):
                  generator: torch.Generator | None = None,
                  client_ids: Sequence[int] | None = None) -> Aggregate:
         n, _ = check_finite_updates("geometric_median", updates)
+        x = working(updates)  # float16/bfloat16 -> float32; the result is returned in the input dtype
         alpha = validate_weights(weights if self.weighted else None, n)
         alpha = alpha / alpha.sum()
-        scale = torch.linalg.vector_norm(updates, dim=1).to(torch.float64)
+        scale = torch.linalg.vector_norm(x, dim=1).to(torch.float64)
         # start at the mean of the rows that do not overflow (an inf-norm row would make the mean inf)
         finite = torch.isfinite(scale)
         w0 = torch.where(finite, alpha, torch.zeros_like(alpha))
-        v = ((w0 / w0.sum()).to(updates.dtype) @ updates) if bool(finite.any()) else updates.median(dim=0).values
+        v = weighted_rows(w0 / w0.sum(), x) if bool(finite.any()) else x.median(dim=0).values
         beta = alpha
         iters = 0
         for iters in range(1, self.max_iter + 1):
-            dist = distances_to(updates, v)
+            dist = distances_to(x, v)
             beta = alpha / dist.clamp(min=self.nu)  # inf distance -> weight 0
             beta = beta / beta.sum()
-            v_new = beta.to(updates.dtype) @ updates
+            v_new = weighted_rows(beta, x)
             step = float(torch.linalg.vector_norm((v_new - v).to(torch.float64)))
             v = v_new
             if step <= self.tol * max(float(torch.linalg.vector_norm(v.to(torch.float64))), 1e-12):
                 break
         info = AggregateInfo.all_accepted(n)
-        info.scores["distance"] = distances_to(updates, v)
+        info.scores["distance"] = distances_to(x, v)
         info.scores["weiszfeld_weight"] = beta
         info.stats["iterations"] = float(iters)
-        return Aggregate(vector=check_finite_result("geometric_median", v), info=info)
+        return Aggregate(vector=finite_result("geometric_median", v, updates.dtype), info=info)

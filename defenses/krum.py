@@ -17,8 +17,8 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from trustfl.defenses._robust import (check_finite_result, check_finite_updates, check_int, pairwise_sq_distances,
-                                      require_tolerance)
+from trustfl.defenses._robust import (check_finite_updates, check_int, finite_result, pairwise_sq_distances,
+                                      require_tolerance, weighted_rows, working)
 from trustfl.defenses.base import Aggregate, AggregateInfo
 from trustfl.types import AggregatorStage
 
@@ -93,10 +93,10 @@ class MultiKrum(AggregatorStage):
         keep = torch.argsort(scores, stable=True)[:m]
         if m == 1:
             vector = updates[keep[0]].clone()
-        else:  # one GEMV over the input instead of copying the m kept rows
-            coef = torch.zeros(n, dtype=updates.dtype)
+        else:  # one GEMV over the input instead of copying the m kept rows (float32 for half inputs)
+            coef = torch.zeros(n, dtype=torch.float64)
             coef[keep] = 1.0 / m
-            vector = coef @ updates
+            vector = weighted_rows(coef, working(updates))
         info = AggregateInfo.all_accepted(n)
         info.accepted[:] = False
         info.accepted[keep] = True
@@ -107,7 +107,7 @@ class MultiKrum(AggregatorStage):
         info.reasons = ["" if bool(a) else f"not selected: krum score rank {int(r) + 1} of {n} (keeps {m})"
                         for a, r in zip(info.accepted, rank)]
         info.stats["kept"] = float(m)
-        return Aggregate(vector=check_finite_result(self.name, vector), info=info)
+        return Aggregate(vector=finite_result(self.name, vector, updates.dtype), info=info)
 
 
 class Krum(MultiKrum):

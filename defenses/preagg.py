@@ -13,8 +13,8 @@ from typing import ClassVar, Literal, Sequence
 
 import torch
 
-from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, generator_or_seeded, median_value,
-                                      pairwise_sq_distances, require_tolerance, row_norms)
+from trustfl.defenses._robust import (check_finite_updates, check_int, check_positive, generator_or_seeded, median_value, mix_rows,
+                                      pairwise_sq_distances, require_tolerance, row_norms, scale_rows)
 from trustfl.defenses.base import AggregateInfo
 from trustfl.types import PreStage
 
@@ -65,11 +65,12 @@ class NormClip(PreStage):
         tau = median_value(norms) if self.max_norm == "median" else float(self.max_norm)
         scale = (tau / norms.clamp(min=1e-300)).clamp(max=1.0)
         clipped = scale < 1.0
-        out = updates * scale.to(updates.dtype)[:, None] if bool(clipped.any()) else updates.clone()
+        out = scale_rows(updates, scale) if bool(clipped.any()) else updates.clone()
         info = AggregateInfo.all_accepted(n)
         info.clipped = clipped
-        info.scores["norm"] = norms
-        info.reasons = [f"norm {float(v):.3g} clipped to {tau:.3g}" if bool(c) else "" for v, c in zip(norms, clipped)]
+        info.scores["norm"] = norms  # the norms before clipping: what a later selector no longer sees
+        info.reasons = [f"norm clipped from {float(v):.4g} to {tau:.4g}" if bool(c) else ""
+                        for v, c in zip(norms, clipped)]
         info.stats["clip_norm"] = tau
         return out, weights, info
 
@@ -113,9 +114,9 @@ class NNM(PreStage):
         dist = pairwise_sq_distances(updates)
         dist.fill_diagonal_(-1.0)  # each row is its own nearest neighbour, also among duplicates
         nearest = dist.topk(k, dim=1, largest=False).indices
-        mix = torch.zeros(n, n, dtype=updates.dtype)
+        mix = torch.zeros(n, n, dtype=torch.float64)
         mix.scatter_(1, nearest, 1.0 / k)
-        out = mix @ updates
+        out = mix_rows(mix, updates)  # float32 math for half inputs, float64 where float32 overflows
         info = AggregateInfo.all_accepted(n)
         picked = torch.zeros(n, dtype=torch.float64).index_add_(0, nearest.flatten(), torch.ones(n * k, dtype=torch.float64))
         info.scores["nnm_neighbor_count"] = picked
@@ -171,10 +172,10 @@ class Bucketing(PreStage):
         groups = torch.empty(n, dtype=torch.long)
         groups[perm] = torch.arange(n) // self.s
         m = math.ceil(n / self.s)
-        counts = torch.bincount(groups, minlength=m).to(updates.dtype)
-        mix = torch.zeros(m, n, dtype=updates.dtype)
+        counts = torch.bincount(groups, minlength=m).to(torch.float64)
+        mix = torch.zeros(m, n, dtype=torch.float64)
         mix[groups, torch.arange(n)] = 1.0
-        out = (mix / counts[:, None]) @ updates
+        out = mix_rows(mix / counts[:, None], updates)  # float32 math for half inputs, float64 on overflow
         info = AggregateInfo.all_accepted(n)
         info.groups = groups
         info.scores["bucket"] = groups.to(torch.float64)

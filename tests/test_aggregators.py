@@ -281,11 +281,14 @@ def test_foolsgold_matches_reference_over_rounds_with_client_ids():
         sybil = rng.normal(size=12)
         u = np.stack([sybil + 0.01 * rng.normal(size=12) if c >= 4 else rng.normal(size=12) for c in ids])
         out = fg(torch.from_numpy(u), client_ids=ids)
+        tau = float(np.median(np.linalg.norm(u, axis=1)))  # every update clipped to the round's median norm first
+        u = np.stack([row * min(1.0, tau / np.linalg.norm(row)) for row in u])
         for c, row in zip(ids, u):
             hist[c] = hist.get(c, 0) + row
         alpha = ref_foolsgold(np.stack([hist[c] for c in ids]))
         np.testing.assert_allclose(out.info.scores["foolsgold_weight"].numpy(), alpha, atol=1e-9)
         np.testing.assert_allclose(out.vector.numpy(), (alpha[:, None] * u).sum(0) / alpha.sum(), rtol=1e-6)
+        assert out.info.stats["clip_norm"] == pytest.approx(tau)
         assert all(not out.info.accepted[i] for i, c in enumerate(ids) if c >= 4)
     fresh = FoolsGold()
     fresh.load_state_dict(fg.state_dict())

@@ -191,15 +191,19 @@ def test_robust_stages_reject_impossible_n_and_f(kind, name):
 
 def _hostile_inputs():
     u = _updates(4)
-    nan_row, inf_row, big_row, all_big = u.clone(), u.clone(), u.clone(), u.clone()
+    nan_row, inf_row, neg_inf_row, big_row, all_big, e30_row = (u.clone() for _ in range(6))
     nan_row[3, 2] = float("nan")
     inf_row[5] = float("inf")
+    neg_inf_row[5, 0] = -float("inf")
     big_row[0] = torch.finfo(torch.float32).max
     all_big[:] = torch.finfo(torch.float32).max
     all_big[::2] *= -1
-    return {"nan_row": nan_row, "inf_row": inf_row, "float32_max_row": big_row, "all_float32_max": all_big,
+    e30_row[0] = 1e30
+    return {"nan_row": nan_row, "inf_row": inf_row, "neg_inf_row": neg_inf_row, "float32_max_row": big_row,
+            "all_float32_max": all_big, "row_1e30": e30_row,
             "one_dim": torch.zeros(D), "three_dim": torch.zeros(2, 3, D), "integer": torch.zeros(N, D, dtype=torch.long),
-            "empty": torch.zeros(0, D), "one_row": u[:1].clone()}
+            "empty": torch.zeros(0, D), "one_row": u[:1].clone(), "two_rows": u[:2].clone(),
+            "float16": u.half(), "bfloat16": u.bfloat16(), "float64": u.double()}
 
 
 @pytest.mark.parametrize("case", sorted(_hostile_inputs()))
@@ -211,11 +215,13 @@ def test_hostile_input_gives_a_clear_error_or_a_finite_result(kind, name, case):
         out = _prime(stage)(x, generator=torch.Generator().manual_seed(0), client_ids=IDS[:x.shape[0]] if x.ndim == 2 else None)
     except (TrustFLError, ValueError, TypeError) as exc:
         assert len(str(exc)) > 20, f"{name}/{case}: unclear error {exc!r}"
+        assert case not in ("float16", "bfloat16", "float64"), f"{name} refuses {case} input: {exc}"  # any float dtype
         return
-    assert case not in ("one_dim", "three_dim", "integer", "empty", "nan_row", "inf_row"), \
+    assert case not in ("one_dim", "three_dim", "integer", "empty", "nan_row", "inf_row", "neg_inf_row"), \
         f"{name} accepted {case} silently"
     vector = out.vector if kind == "aggregator" else out[0]
     assert torch.isfinite(vector).all(), f"{name}/{case}: silent non-finite result"
+    assert vector.dtype == x.dtype, f"{name}/{case}: returns {vector.dtype} for {x.dtype} input (docs: the input dtype)"
 
 
 @pytest.mark.parametrize("case", ["nan_row", "inf_row", "float32_max_row", "all_float32_max", "one_row"])
