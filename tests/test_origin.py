@@ -426,7 +426,7 @@ def test_bad_inputs_raise_named_errors(tmp_path):
     with pytest.raises(OriginError, match="does not exist"):
         load_corpus(tmp_path / "missing.csv")
     (tmp_path / "empty.txt").write_text("\n  \n")
-    with pytest.raises(OriginError, match="holds no records"):
+    with pytest.raises(OriginError, match="holds no records|no non-empty texts"):  # trustfl.data names it first
         load_corpus(tmp_path / "empty.txt")
     (tmp_path / "a.csv").write_text("body,who\nhello there,1\n")
     with pytest.raises(OriginError, match=r"text_column='text' is not a column; available columns: \['body', 'who'\]"):
@@ -624,3 +624,91 @@ def test_origin_imports_text_primitives_from_trustfl_text_not_dedup():
                     offenders.append(f"{path.name}:{node.lineno}: {name} (use the public trustfl.text API)")
     assert not offenders, offenders
     assert {"copies.py", "lcs.py", "neighbors.py"} <= text_users
+
+
+# ---------------------------------------------------------------------------- issue 16: origin output and defaults
+def test_help_shows_defaults_and_both_modes_share_them(capsys):
+    """One source of defaults (OriginSettings): file-mode flags take them and --help shows them."""
+    from trustfl.audits.origin.settings import FILE_MODE_FLAGS, OriginSettings, file_mode_default
+    from trustfl.cli import build_parser, main
+
+    args = build_parser().parse_args(["origin", "--out", "x"])
+    settings = OriginSettings()
+    for name, flag in FILE_MODE_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        expected = getattr(settings, name)
+        assert (value.split(",") if isinstance(expected, list) else value) == expected, (name, value)
+    assert args.dcr_space.split(",") == ["embedding", "minhash"]  # what docs/origin.md gives as the default
+    with pytest.raises(SystemExit) as exc:
+        main(["origin", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name, flag in FILE_MODE_FLAGS.items():
+        assert f"(default: {file_mode_default(name)}" in text.split(flag + " ", 1)[1], flag
+    assert "(default: embedding,minhash)" in text and "(default: text)" in text
+
+
+def test_origin_report_names_files_reads_p_values_and_warns_on_client_column(tmp_path, sms_texts, tiny_bert_dir,
+                                                                           capsys, caplog):
+    """Default DCR spaces in file mode, client -> file mapping, ellipsis-cut examples on one line, a
+    plain-language reading of the p-values pointing to dcr.png, and a note for an unused client column."""
+    import logging
+
+    from trustfl.audits.origin.report import excerpt
+    from trustfl.cli import main
+
+    assert excerpt("a  b\nc") == "a b c" and excerpt("x" * 150, 100) == "x" * 99 + "…"
+    refs = [t.replace(chr(34), chr(39)).replace("\n", " ") for t in sms_texts[:60]]
+    long_ref = next(i for i, t in enumerate(refs) if len(t) > 120)
+    (tmp_path / "train.csv").write_text("text,client\n" + "".join(f'"{t}",{i % 2}\n' for i, t in enumerate(refs)))
+    (tmp_path / "hold.txt").write_text("\n".join(t.replace("\n", " ") for t in sms_texts[60:120]) + "\n")
+    syn = [refs[long_ref]] + sms_texts[500:505]
+    (tmp_path / "syn.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in syn))
+    out = tmp_path / "rep"
+    with caplog.at_level(logging.WARNING):
+        code = main(["origin", "--synthetic", str(tmp_path / "syn.jsonl"), "--reference", str(tmp_path / "train.csv"),
+                     "--holdout", str(tmp_path / "hold.txt"), "--methods", "exact,lcs", "--embed-model",
+                     tiny_bert_dir, "--out", str(out), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "report.json").read_text())
+    assert [d["space"] for d in data["dcr"]] == ["embedding", "minhash"]  # the documented default
+    assert data["figures"] == {"dcr": "dcr.png"}
+    md = (out / "report.md").read_text()
+    # no --client-column: the file's client column is ignored, and the report and a log line say so
+    assert "has a client-like column ['client'] but no --client-column" in md and data["notes"]
+    assert any("--client-column client" in r.getMessage() for r in caplog.records)
+    assert "Reading (significance level 0.05)" in md and "Binomial p = " in md and "`dcr.png`" in md
+    assert ("no evidence" in md) or ("evidence that the generator memorised" in md)
+    ref_file = str(tmp_path / "train.csv")
+    assert f"| {ref_file} | {ref_file} | 60 |" in md  # client -> file, records
+    assert f"| #0 | exact, lcs | {ref_file} | {ref_file} | {long_ref} |" in md
+    # the terminal example: one unwrapped line per text, cut with an ellipsis
+    line = next(ln for ln in printed.splitlines() if "synthetic #0" in ln)
+    assert line.endswith("…\"") and excerpt(refs[long_ref]) in line
+    assert f"~ reference {ref_file}, record {long_ref}: \"{excerpt(refs[long_ref])}\"" in printed
+    # with --client-column: clients are named with their file
+    out2 = tmp_path / "rep2"
+    assert main(["origin", "--synthetic", str(tmp_path / "syn.jsonl"), "--reference", ref_file, "--client-column",
+                 "client", "--methods", "exact", "--out", str(out2), "-q"]) == 0
+    printed = capsys.readouterr().out
+    md = (out2 / "report.md").read_text()
+    assert f"| 0 | {ref_file} | 30 |" in md and f"| 1 | {ref_file} | 30 |" in md and "## Notes" not in md
+    assert f"~ reference client {long_ref % 2} in {ref_file}, record {long_ref}:" in printed
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
+def test_binary_input_is_one_clear_error(tmp_path, capsys, suffix):
+    from trustfl.cli import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / f"junk{suffix}").write_bytes(b"\xb9\xff" + rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    (tmp_path / "ref.txt").write_text("a reference record\n")
+    code = main(["origin", "--synthetic", str(tmp_path / f"junk{suffix}"), "--reference", str(tmp_path / "ref.txt"),
+                 "--methods", "exact", "--out", str(tmp_path / "rep"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "UnicodeDecodeError" not in err
+    assert err.strip().splitlines() == [f"trustfl origin: error: '{tmp_path / f'junk{suffix}'}' is not a UTF-8 text "
+                                        "file (binary byte 0xb9 at offset 0); origin reads UTF-8 "
+                                        ".csv/.json/.jsonl/.txt files"]
+    assert not (tmp_path / "rep").exists()

@@ -33,35 +33,47 @@ def add_parser(sub: Any, handler: Any) -> None:
     p.add_argument("--reference", nargs="+", default=None,
                    help="reference (training) records: one file per client, or one file with --client-column")
     p.add_argument("--holdout", nargs="+", default=None, help="holdout records (never trained on) for the DCR test")
+    from trustfl.audits.origin.settings import file_mode_default as d
+
     p.add_argument("--text-column", default="text", help="text column of .csv/.json/.jsonl files (default: text)")
-    p.add_argument("--client-column", default=None, help="column of the --reference file holding each record's "
-                                                          "client (the DCR test pools all holdout records)")
-    p.add_argument("--methods", default="exact,lcs,minhash,embedding",
-                   help="copy criteria, comma list of exact,lcs,minhash,embedding (default: all)")
-    p.add_argument("--lcs-chars", type=int, default=50, help="LCS length (characters) that is a copy (default 50)")
-    p.add_argument("--jaccard-threshold", type=float, default=0.7, help="MinHash Jaccard that is a copy (0.7)")
-    p.add_argument("--cosine-threshold", type=float, default=0.95, help="embedding cosine that is a copy (0.95)")
-    p.add_argument("--num-perm", type=int, default=128, help="MinHash signature length (128)")
-    p.add_argument("--ngram", type=int, default=5, help="MinHash character shingle size (5)")
-    p.add_argument("--embed-model", default="minilm", help="encoder for embeddings (default: minilm, offline)")
-    p.add_argument("--dcr-space", default="embedding", help="DCR distances: comma list of embedding,minhash")
+    p.add_argument("--client-column", default=None,
+                   help="column of the --reference file holding each record's client (the DCR test pools all "
+                        "holdout records) (default: none: each reference file is one client)")
+    p.add_argument("--methods", default=d("methods"),
+                   help=f"copy criteria, comma list of exact,lcs,minhash,embedding (default: {d('methods')})")
+    p.add_argument("--lcs-chars", type=int, default=d("lcs_chars"),
+                   help=f"LCS length (characters) that is a copy (default: {d('lcs_chars')})")
+    p.add_argument("--jaccard-threshold", type=float, default=d("jaccard_threshold"),
+                   help=f"MinHash Jaccard that is a copy (default: {d('jaccard_threshold')})")
+    p.add_argument("--cosine-threshold", type=float, default=d("cosine_threshold"),
+                   help=f"embedding cosine that is a copy (default: {d('cosine_threshold')})")
+    p.add_argument("--num-perm", type=int, default=d("num_perm"),
+                   help=f"MinHash signature length (default: {d('num_perm')})")
+    p.add_argument("--ngram", type=int, default=d("ngram"),
+                   help=f"MinHash character shingle size (default: {d('ngram')})")
+    p.add_argument("--embed-model", default=d("embed_model"),
+                   help=f"encoder for embeddings (default: {d('embed_model')}, offline)")
+    p.add_argument("--dcr-space", default=d("dcr_spaces"),
+                   help=f"DCR distances (with --holdout): comma list of embedding,minhash "
+                        f"(default: {d('dcr_spaces')})")
     p.add_argument("--model-run", default=None, metavar="RUN_DIR",
-                   help="attribution: the run whose final model is G (reference: its base FM)")
+                   help="attribution: the run whose final model is G (reference: its base FM); default: no "
+                        "attribution")
     p.add_argument("--human", nargs="+", default=None, help="attribution: human-written texts (negatives); the "
                                                              "synthetic records are the known generated texts")
-    p.add_argument("--attribution-scores", default="curvature,likelihood_ratio",
+    p.add_argument("--attribution-scores", default=d("attribution_scores"),
                    help="attribution scores, comma list of curvature (Fast-DetectGPT under G), likelihood_ratio "
-                        "(G vs its base FM); default both")
+                        f"(G vs its base FM) (default: {d('attribution_scores')})")
     p.add_argument("--skip-first", type=int, default=0,
                    help="attribution: leave each text's first N tokens unscored (1 if samples were started from "
-                        "given first tokens; default 0)")
-    p.add_argument("--key-file", default=None, help="key of the keyed codes (hex, 0600; created if missing); "
-                                                     "default: a fresh random key per invocation")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attribution calibration split (0)")
+                        "given first tokens) (default: 0)")
+    p.add_argument("--key-file", default=None, help="key of the keyed codes (hex, 0600; created if missing) "
+                                                     "(default: a fresh random key per invocation)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attribution calibration split (default: 0)")
     p.add_argument("--out", type=Path, required=True, help="output folder (report.json, report.md)")
     p.add_argument("--all-records", action="store_true", help="list every synthetic record's nearest references "
                                                               "and distances in the report, not only flagged ones")
-    p.add_argument("--examples", type=int, default=3, help="flagged examples to print (with text; default 3)")
+    p.add_argument("--examples", type=int, default=3, help="flagged examples to print (with text) (default: 3)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=handler)
 
@@ -74,9 +86,9 @@ def _key(path: str | None) -> Any:
 
 def _file_mode(args: argparse.Namespace, console: Any) -> int:
     from trustfl.audits.origin.copies import CopyThresholds, detect_copies, validate_copy_methods
-    from trustfl.audits.origin.corpus import load_corpus
+    from trustfl.audits.origin.corpus import load_corpus, load_corpus_info
     from trustfl.audits.origin.dcr import dcr_test
-    from trustfl.audits.origin.report import OriginReport
+    from trustfl.audits.origin.report import OriginReport, excerpt
 
     if not args.synthetic or not args.reference:
         raise OriginError("give --synthetic and --reference files (or --config FILE for the end-to-end mode)")
@@ -100,18 +112,18 @@ def _file_mode(args: argparse.Namespace, console: Any) -> int:
         raise OriginError(f"--num-perm must be >= 8 and --ngram >= 1, got {args.num_perm}, {args.ngram}")
     t_all = time.perf_counter()
     syn = load_corpus(args.synthetic, text_column=args.text_column, name="synthetic")
-    ref = load_corpus(args.reference, text_column=args.text_column, client_column=args.client_column,
-                      name="reference")
+    ref, ref_info = load_corpus_info(args.reference, text_column=args.text_column,
+                                     client_column=args.client_column, name="reference")
     hold = load_corpus(args.holdout, text_column=args.text_column, name="holdout") if args.holdout else None
     human = load_corpus(args.human, text_column=args.text_column, name="human") if args.human else None
     key = _key(args.key_file)
     report = OriginReport(inputs={"synthetic": {"files": args.synthetic, "records": len(syn)},
                                   "reference": {"files": args.reference, "records": len(ref),
-                                                "clients": len(set(ref.clients))}},
+                                                "clients": len(set(ref.clients)), "per_client": ref_info.clients}},
                           settings={"methods": list(methods), "thresholds": vars(thresholds).copy(),
                                     "num_perm": args.num_perm, "ngram": args.ngram, "embed_model": args.embed_model,
                                     "dcr_spaces": spaces if hold else [], "key_id": key.key_id},
-                          status="partial: copies")
+                          status="partial: copies", notes=ref_info.notes("reference"))
     emb: dict[str, Any] = {}
     if "embedding" in methods or (hold is not None and "embedding" in spaces):
         from trustfl.text import embed_texts
@@ -141,6 +153,7 @@ def _file_mode(args: argparse.Namespace, console: Any) -> int:
         from trustfl.audits.origin.plot import plot_dcr
 
         plot_dcr(report.dcr, Path(args.out) / "dcr.png")
+        report.figures["dcr"] = "dcr.png"
         report.seconds["dcr_s"] = time.perf_counter() - t0
         report.write(args.out, per_record=args.all_records)
     if human is not None:
@@ -160,13 +173,22 @@ def _file_mode(args: argparse.Namespace, console: Any) -> int:
     report.status = "complete"
     report.seconds["total_s"] = time.perf_counter() - t_all
     paths = report.write(args.out, per_record=args.all_records)
-    console.print(report.markdown(), highlight=False)
-    for f in report.copies.flagged[:args.examples]:
+    console.print(report.markdown(), highlight=False, markup=False, soft_wrap=True)
+    flagged = report.copies.flagged
+    if flagged and args.examples > 0:
+        console.print(f"Flagged examples ({min(args.examples, len(flagged))} of {len(flagged)}; texts are shown here "
+                      "only, never written to the report):", highlight=False, markup=False, soft_wrap=True)
+    for f in flagged[:args.examples]:
         r = f.reference
-        other = ref.texts[r["index"]] if r else ""
-        console.print(f"[bold]{','.join(f.criteria)}[/bold]: synthetic #{f.index} {syn.texts[f.index]!r:.100} ~ "
-                      f"reference {r['client']}#{r['record']} {other!r:.100}", highlight=False)
-    console.print(f"report: {paths['json']} and {paths['md']}")
+        other = excerpt(ref.texts[r["index"]]) if r else ""
+        where = ""
+        if r:
+            files = ref_info.clients.get(r["client"], {}).get("files", [])
+            client = r["client"] if files == [r["client"]] else f"client {r['client']} in {', '.join(files)}"
+            where = f"{client}, record {r['record']}"
+        console.print(f"- {','.join(f.criteria)}: synthetic #{f.index} \"{excerpt(syn.texts[f.index])}\"\n"
+                      f"    ~ reference {where}: \"{other}\"", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"report: {paths['json']} and {paths['md']}", highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -193,6 +215,6 @@ def run_cli(args: argparse.Namespace) -> int:
     run_config, settings = load_origin_config(args.config, dict(args.set or []))
     report = run_origin_experiment(run_config, settings, args.out, progress=not args.quiet,
                                    log=lambda m: console.print(m, highlight=False))
-    console.print(report.markdown(), highlight=False)
-    console.print(f"report: {Path(args.out) / 'report.json'} and {Path(args.out) / 'report.md'}")
+    console.print(report.markdown(), highlight=False, markup=False, soft_wrap=True)
+    console.print(f"report: {Path(args.out) / 'report.json'} and {Path(args.out) / 'report.md'}", soft_wrap=True)
     return 0

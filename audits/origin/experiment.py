@@ -181,6 +181,7 @@ def run_origin_experiment(run_config: Any, settings: OriginSettings, out_dir: st
         from trustfl.audits.origin.plot import plot_dcr
 
         plot_dcr(report.dcr, out / "dcr.png")
+        report.figures["dcr"] = "dcr.png"
     stage_done("dcr_s", t0, "partial: attribution")
 
     # 4. attribution: G (the run's model) vs the base FM, on generated vs real held-out texts

@@ -14,7 +14,21 @@ from typing import Any, Literal
 
 from trustfl.errors import ConfigError
 
-__all__ = ["OriginSettings", "load_origin_config"]
+__all__ = ["FILE_MODE_FLAGS", "OriginSettings", "file_mode_default", "load_origin_config"]
+
+#: ``trustfl origin`` file-mode flags whose defaults come from :class:`OriginSettings` (the one source of
+#: defaults of both modes; ``--help`` shows them): field name -> flag.
+FILE_MODE_FLAGS: dict[str, str] = {
+    "methods": "--methods", "lcs_chars": "--lcs-chars", "jaccard_threshold": "--jaccard-threshold",
+    "cosine_threshold": "--cosine-threshold", "num_perm": "--num-perm", "ngram": "--ngram",
+    "embed_model": "--embed-model", "dcr_spaces": "--dcr-space", "attribution_scores": "--attribution-scores",
+}
+
+
+def file_mode_default(name: str) -> Any:
+    """The default of ``OriginSettings.<name>`` as its command-line flag takes it (lists as comma lists)."""
+    value = getattr(OriginSettings(), name)
+    return ",".join(value) if isinstance(value, list) else value
 
 
 def _check(cond: bool, path: str, msg: str) -> None:

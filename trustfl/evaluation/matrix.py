@@ -4,6 +4,8 @@ A matrix file holds a ``[base]`` run config (or ``base = "path.toml"``), lists o
 ``[[attacks]]`` and ``[[defenses]]`` and a ``[grid]`` of attacker fractions, seeds and
 Dirichlet alphas. Every combination is one cell: a full federated run of the real loop.
 The "no attack" row is run once per (defense, seed, alpha), not once per fraction.
+Alphas exist only for ``base.partition.scheme = "dirichlet"`` (the default scheme); an
+``iid`` or ``key`` partition has no alpha axis. Every key: docs/eval.md.
 """
 
 from __future__ import annotations
@@ -46,17 +48,28 @@ class DefenseSpec:
 
 @dataclass
 class GridSpec:
+    """The axes besides attacks and defenses.
+
+    ``alphas``: Dirichlet concentrations, only with ``base.partition.scheme = "dirichlet"``;
+    unset or ``[]``: the base's ``partition.alpha`` (default 0.5). Non-dirichlet schemes have no
+    alpha axis, so ``alphas`` must then be unset or ``[]``.
+    """
+
     fractions: list[float] = field(default_factory=lambda: [0.2])
     seeds: list[int] = field(default_factory=lambda: [0])
-    alphas: list[float] = field(default_factory=lambda: [0.5])
+    alphas: list[float] | None = None
 
     def __post_init__(self) -> None:
         if not self.fractions or any(not 0 < f < 1 for f in self.fractions):
             raise ConfigError(f"grid.fractions: need values in (0, 1), got {self.fractions}")
         if not self.seeds:
             raise ConfigError("grid.seeds: need at least one seed")
-        if not self.alphas or any(a <= 0 for a in self.alphas):
+        if self.alphas is not None and any(a <= 0 for a in self.alphas):
             raise ConfigError(f"grid.alphas: need values > 0, got {self.alphas}")
+        for name in ("fractions", "seeds", "alphas"):
+            values = getattr(self, name) or []
+            if len(set(values)) != len(values):
+                raise ConfigError(f"grid.{name}: repeated values in {values}")
 
 
 @dataclass
@@ -84,11 +97,32 @@ class MatrixSpec:
             raise ConfigError(f"workers: must be >= 1, got {self.workers}")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise ConfigError(f"threads_per_worker: must be >= 1, got {self.threads_per_worker}")
+        partition = self.base.get("partition", {})
+        if not isinstance(partition, dict):
+            raise ConfigError(f"base.partition: must be a table/section, got {type(partition).__name__}")
+        if self.scheme != "dirichlet" and self.grid.alphas:
+            raise ConfigError(f"grid.alphas: only applies to base.partition.scheme = 'dirichlet', not "
+                              f"{self.scheme!r}; remove grid.alphas (an {self.scheme} partition has no alpha)")
         for cell in self.cells():  # validate every cell's config at load, with the cell named
             try:
                 cell.run_config()
             except ConfigError as exc:
                 raise ConfigError(f"cell {cell.cell_id}: {exc}") from exc
+
+    @property
+    def scheme(self) -> str:
+        """The base's partition scheme (``dirichlet`` when unset, as in the run config)."""
+        return str(self.base.get("partition", {}).get("scheme", "dirichlet"))
+
+    @property
+    def alphas(self) -> list[float | None]:
+        """The alpha axis of the grid: ``[None]`` for a non-dirichlet scheme, else ``grid.alphas``
+        or, when those are unset/empty, the base's ``partition.alpha`` (default 0.5)."""
+        if self.scheme != "dirichlet":
+            return [None]
+        if self.grid.alphas:
+            return list(self.grid.alphas)
+        return [float(self.base.get("partition", {}).get("alpha") or 0.5)]
 
     def cells(self) -> list["Cell"]:
         out = []
@@ -96,7 +130,7 @@ class MatrixSpec:
             fractions = [0.0] if attack.is_none else self.grid.fractions
             for defense in self.defenses:
                 for fraction in fractions:
-                    for alpha in self.grid.alphas:
+                    for alpha in self.alphas:
                         for seed in self.grid.seeds:
                             out.append(Cell(self.base, attack, defense, fraction, alpha, seed))
         return out
@@ -108,14 +142,14 @@ class Cell:
     attack: AttackSpec
     defense: DefenseSpec
     fraction: float
-    alpha: float
+    alpha: float | None  # None: the partition is not dirichlet (no alpha)
     seed: int
 
     @property
     def cell_id(self) -> str:
         safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in s)  # noqa: E731
-        return (f"{safe(self.attack.label)}__{safe(self.defense.label)}__f{self.fraction:g}"
-                f"__a{self.alpha:g}__s{self.seed}")
+        alpha = "" if self.alpha is None else f"__a{self.alpha:g}"
+        return f"{safe(self.attack.label)}__{safe(self.defense.label)}__f{self.fraction:g}{alpha}__s{self.seed}"
 
     def params(self) -> dict[str, Any]:
         return {"attack": self.attack.label, "defense": self.defense.label, "fraction": self.fraction,
@@ -125,7 +159,8 @@ class Cell:
         cfg = copy.deepcopy(self.base)
         cfg["name"] = self.cell_id
         cfg["seed"] = self.seed
-        cfg.setdefault("partition", {})["alpha"] = self.alpha
+        if self.alpha is not None:
+            cfg.setdefault("partition", {})["alpha"] = self.alpha
         d = self.defense
         cfg["server"] = {**cfg.get("server", {}), "aggregator": d.aggregator,
                          "aggregator_options": dict(d.aggregator_options), "pre": list(d.pre), "post": list(d.post)}

@@ -40,12 +40,29 @@ def _summarize(fed: Any, summary: Any) -> dict[str, Any]:
     flagged = counts["tp"] + counts["fp"]
     actual = counts["tp"] + counts["fn"]
     final = summary.final_metrics
+    accuracies = [m["eval"]["accuracy"] for m in summary.history
+                  if m.get("eval", {}).get("accuracy") is not None]
+    majority_label = attack_target = None
+    test = getattr(fed, "test", None)
+    if summary.baseline_accuracy is not None and test is not None and "label" in test.column_names:
+        labels = list(test["label"])
+        if labels:  # the most frequent test class (ties: the lowest id): what a majority predictor answers
+            majority_label = max(sorted(set(labels)), key=labels.count)
+    success = getattr(fed, "eval_sets", {}).get("attack_success_rate")
+    if success is not None:
+        attack_target = int(success[1])
+    names = getattr(fed, "label_names", None) or []
     return {
         "accuracy": final.get("accuracy"), "macro_f1": final.get("macro_f1"), "loss": final.get("loss"),
         "asr": final.get("attack_success_rate"),
         "flag_precision": counts["tp"] / flagged if flagged else None,
         "flag_recall": counts["tp"] / actual if actual else None,
         "detection": counts, "rounds": summary.rounds_completed, "baseline_accuracy": summary.baseline_accuracy,
+        "best_accuracy": max(accuracies) if accuracies else None,
+        "majority_label": majority_label,
+        "majority_class": names[majority_label] if majority_label is not None and majority_label < len(names)
+        else None,
+        "attack_target": attack_target,
         "attackers": fed.malicious,
     }
 
