@@ -56,16 +56,43 @@ def _dedup_components(config):  # type: ignore[no-untyped-def]
 
 
 def _validate(config):  # type: ignore[no-untyped-def]
-    """Names and options of the server pipeline, and the DP / pipeline composition rules."""
+    """Names and options of the server pipeline, its Byzantine tolerance for the configured n and f
+    (before any data or model is loaded), and the DP / pipeline composition rules."""
     from trustfl.defenses.dp.component import validate
+    from trustfl.errors import ConfigError, ToleranceError
 
-    config.server.build_pipeline()  # a bad stage name or option is reported with its field
+    pipeline = config.server.build_pipeline()  # a bad stage name or option is reported with its field
     if config.server.aggregator == "fltrust":
-        from trustfl.errors import ConfigError
-
         raise ConfigError("server.aggregator: 'fltrust' needs the server's root-data update every round, which a "
                           "config cannot supply yet; use FLTrust(root_update_fn=...) or FLTrustRootHook in code "
                           "(docs/defenses.md)")
+    # n = clients per round; f = the attackers an [attack] section names (at most n of them in a round),
+    # else the f the pipeline is built for (the aggregator's own, else the largest of its stages')
+    n = config.clients_per_round
+    attack = config.sections.get("attack")
+    if attack is not None and getattr(attack, "active", False) and (attack.attackers or attack.fraction):
+        k = (len(set(attack.attackers)) if attack.attackers is not None
+             else max(1, round(attack.fraction * config.partition.num_clients)))
+        f, source = min(k, n), f"{k} attacker(s) of [attack]"
+    else:
+        own = [s.f for s in [pipeline.aggregator, *pipeline.stages] if isinstance(getattr(s, "f", None), int)]
+        f, source = (own[0], "the f the pipeline is configured with") if own else (0, "no attackers")
+    try:
+        pipeline.check_tolerance(n, f)
+    except ToleranceError as exc:
+        where, m, g = "server.aggregator", n, f
+        slots = [(f"server.pre[{i}]", st) for i, st in enumerate(pipeline.pre)] + [("server.aggregator",
+                 pipeline.aggregator)] + [(f"server.post[{i}]", st) for i, st in enumerate(pipeline.post)]
+        for slot, stage in slots:  # name the stage that refuses
+            try:
+                stage.check_tolerance(m, g)
+            except ToleranceError:
+                where = slot
+                break
+            m, g = stage.tolerance_after(m, g)
+        raise ConfigError(f"{where}: {exc} (n = {n} clients per round, f = {f}: {source}); sample more clients "
+                          "per round (federation.clients_per_round / fraction), lower f, or pick an aggregator "
+                          "that tolerates it (docs/defenses.md)") from None
     validate(config)
 
 

@@ -78,6 +78,7 @@ def _write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
 def test_plugin_sections_load_and_round_trip(tmp_path):
     cfg = load_config(_write(tmp_path, '[privacy.client]\nnoise_multiplier = 1.0\n'
                                        '[server]\naggregator_options = {weighted = false}\n'
+                                       '[federation]\nsampling = "poisson"\n'  # client-level DP accounts Poisson
                                        '[dedup]\nenabled = true\n[attack]\nupdate = {name = "alie"}\nfraction = 0.25\n'))
     assert cfg.privacy.client.noise_multiplier == 1.0 and cfg.dedup.enabled and cfg.attack.fraction == 0.25
     again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
@@ -138,7 +139,8 @@ def test_eval_exits_nonzero_and_separates_refusals_from_crashes(tmp_path, tiny_b
             "partition": {"num_clients": 3}, "client": {"max_steps": 1}, "federation": {"rounds": 1}}
     refused = runner.run_cell({**base, "server": {"aggregator": "krum", "aggregator_options": {"f": 5}}}, {},
                               str(tmp_path / "refused"))
-    assert refused["status"] == "error" and "ToleranceError" in refused["error"]
+    # impossible Byzantine settings are refused at config load (a ConfigError naming the field), before any data
+    assert refused["status"] == "error" and "server.aggregator: krum: Byzantine tolerance violated" in refused["error"]
 
     def boom(*args, **kwargs):
         raise KeyError("a bug")

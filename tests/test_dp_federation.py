@@ -54,7 +54,8 @@ def test_sample_level_dp_in_the_loop(tiny_bert_dir, tmp_path):
 
 def test_client_level_budget_stops_cleanly(tiny_bert_dir, tmp_path):
     z, budget = 2.0, 2.0
-    cfg = _config(tiny_bert_dir, federation={"rounds": 30, "clients_per_round": 2, "save_client_updates": False},
+    cfg = _config(tiny_bert_dir, federation={"rounds": 30, "clients_per_round": 2, "sampling": "poisson",
+                                             "save_client_updates": False},
                   server={"aggregator": "fedavg", "aggregator_options": {"weighted": False}},
                   privacy={"client": {"noise_multiplier": z, "clip_norm": 0.05, "delta": 1e-5,
                                       "max_epsilon": budget}})
@@ -89,7 +90,8 @@ def test_dp_run_stopped_then_resumed_equals_uninterrupted(tiny_bert_dir, tmp_pat
 
     privacy = {"sample": {"noise_multiplier": 1.0, "delta": 1e-5, "max_grad_norm": 0.5},
                "client": {"noise_multiplier": 1.0, "clip_norm": 0.05, "delta": 1e-5}}
-    cfg = _config(tiny_bert_dir, federation={"rounds": 3, "clients_per_round": 2, "save_client_updates": False},
+    cfg = _config(tiny_bert_dir, federation={"rounds": 3, "clients_per_round": 2, "sampling": "poisson",
+                                             "save_client_updates": False},
                   server={"aggregator": "fedavg", "aggregator_options": {"weighted": False}}, privacy=privacy)
     Federation(cfg, out_dir=tmp_path / "full", progress=False).run()
 

@@ -144,3 +144,134 @@ def test_optimizer_over_other_tensors_is_rejected(tiny_bert_dir):
         make_private(model, opt, _loader(_examples(8), 4), noise_multiplier=1.0)
     with pytest.raises(ValueError, match="exactly one"):
         make_private(model, torch.optim.SGD(_trainable(model), lr=0.1), _loader(_examples(8), 4))
+
+
+def _one_epoch(private) -> None:
+    for batch in private.loader:
+        out = private.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        loss = private.loss(out.logits, batch["labels"])
+        private.optimizer.zero_grad()
+        loss.backward()
+        private.optimizer.step()
+
+
+def test_model_in_eval_mode_is_put_in_train_mode(tiny_bert_dir):
+    model = _tiny_peft(tiny_bert_dir).eval()  # what from_pretrained returns
+    private = make_private(model, torch.optim.SGD(_trainable(model), lr=0.1), _loader(_examples(8), 4),
+                           noise_multiplier=1.0)
+    assert all(m.training for m in model.modules())
+    _one_epoch(private)  # Opacus: "No activations detected" at backward() if a module stayed in eval mode
+    assert private.steps == 2
+    private.close()
+
+
+def test_sigma_search_is_solved_once_per_arguments(tiny_bert_dir, monkeypatch):
+    import opacus.accountants.utils as opacus_utils
+
+    from trustfl.defenses.dp import accounting
+
+    calls = []
+    real = opacus_utils.get_noise_multiplier
+    monkeypatch.setattr(opacus_utils, "get_noise_multiplier", lambda **kw: calls.append(kw) or real(**kw))
+    if hasattr(accounting, "_solve_noise_multiplier"):
+        accounting._solve_noise_multiplier.cache_clear()  # the memo of σ per arguments
+    model = _tiny_peft(tiny_bert_dir)
+    sigmas = []
+    for _ in range(3):  # per client per round, same arguments
+        private = make_private(model, torch.optim.SGD(_trainable(model), lr=0.1), _loader(_examples(16), 4),
+                               target_epsilon=6.5, epochs=4)
+        sigmas.append(private.noise_multiplier)
+        private.close()
+    assert len(calls) == 1 and sigmas[0] == sigmas[1] == sigmas[2]
+    private = make_private(model, torch.optim.SGD(_trainable(model), lr=0.1), _loader(_examples(16), 4),
+                           target_epsilon=6.5, epochs=5)  # other arguments: solved again
+    private.close()
+    assert len(calls) == 2 and private.noise_multiplier > sigmas[0]
+
+
+def test_epsilon_accumulates_when_the_engine_is_passed_back(tiny_bert_dir):
+    model = _tiny_peft(tiny_bert_dir)
+    examples = _examples(16)
+    engine, eps, fresh = None, [], []
+    for r in range(3):  # three rounds of one client: one accountant across them
+        records = examples if r < 2 else _examples(16)  # a new list of the same records: must not matter
+        private = make_private(model, torch.optim.SGD(_trainable(model), lr=0.1), _loader(records, 4),
+                               noise_multiplier=1.5, engine=engine)
+        engine = private.engine
+        _one_epoch(private)
+        private.close()
+        eps.append(private.epsilon())
+        alone = make_private(model, torch.optim.SGD(_trainable(model), lr=0.1), _loader(examples, 4),
+                             noise_multiplier=1.5)  # a new engine each round: restarts at 0
+        _one_epoch(alone)
+        alone.close()
+        fresh.append(alone.epsilon())
+    assert private.steps == 12
+    assert eps[0] < eps[1] < eps[2]
+    assert eps[2] == pytest.approx(epsilon(noise_multiplier=1.5, sample_rate=0.25, steps=12, delta=1e-5), rel=1e-9)
+    assert fresh[0] == fresh[1] == fresh[2] == pytest.approx(eps[0])
+
+
+def test_opacus_warnings_explained_once_not_repeated_per_client(tiny_bert_dir, caplog, monkeypatch):
+    import logging
+    import warnings
+
+    from trustfl.defenses.dp import sample_level
+
+    monkeypatch.setattr(sample_level, "_explained", False, raising=False)  # "once" = once per process
+    model = _tiny_peft(tiny_bert_dir)
+    engines: dict[int, object] = {}
+    data = {cid: _examples(8) for cid in range(2)}
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")  # every raw warning that is not silenced would be recorded
+        before = list(warnings.filters)
+        for _round in range(2):
+            for cid in range(2):  # a 2-client DP run
+                private = make_private(model, torch.optim.SGD(_trainable(model), lr=0.1),
+                                       _loader(data[cid], 4, seed=cid), noise_multiplier=1.0,
+                                       engine=engines.get(cid))
+                engines[cid] = private.engine
+                _one_epoch(private)
+                private.close()
+        assert warnings.filters == before  # the silencing was scoped to trustfl's calls
+        warnings.warn("Full backward hook is firing (outside trustfl's calls: not silenced)", UserWarning)
+    raw = [str(w.message) for w in caught]
+    assert not [m for m in raw if "Secure RNG" in m]
+    assert [m for m in raw if "Full backward hook" in m] == ["Full backward hook is firing (outside trustfl's "
+                                                             "calls: not silenced)"]
+    explained = [r for r in caplog.records if "Secure RNG turned off" in r.getMessage()]
+    assert len(explained) == 1 and "Full backward hook" in explained[0].getMessage()
+    assert explained[0].levelno == logging.WARNING
+
+
+def test_noise_only_steps_count_towards_the_planned_steps():
+    """An empty Poisson draw is a real, accounted DP step: the private loader never takes more steps (noise-only
+    included) than the trainer planned, so a client's ε cannot exceed what σ was solved for."""
+    from trustfl.defenses.dp.sample_level import _PrivateBatches
+
+    class _Engine:
+        class accountant:  # noqa: N801 - a stand-in for Opacus's accountant, records the steps
+            history: list = []
+
+            @staticmethod
+            def step(*, noise_multiplier, sample_rate):
+                _Engine.accountant.history.append((noise_multiplier, sample_rate))
+
+    class _Opt:
+        max_grad_norm, expected_batch_size, loss_reduction = 1.0, 4, "mean"
+        generator = torch.Generator().manual_seed(0)
+
+        def __init__(self, params):
+            self.params = params
+            self.original_optimizer = torch.optim.SGD(params, lr=0.0)
+
+    model = torch.nn.Linear(2, 1)
+    empty = {"input_ids": torch.zeros(0, 3, dtype=torch.long)}
+    full = {"input_ids": torch.ones(2, 3, dtype=torch.long)}
+    batches = _PrivateBatches([empty, empty, full, full, full], model, _Opt(list(model.parameters())), _Engine,
+                              noise_multiplier=1.0, sample_rate=0.5)
+    batches.checked = True  # the adapter check needs a real optimizer step; not what this test is about
+    batches.max_steps = 3
+    yielded = list(batches)
+    assert len(yielded) == 1 and batches.noise_only_steps == 2
+    assert len(_Engine.accountant.history) == 2  # the loader accounts its noise-only steps; Opacus the rest

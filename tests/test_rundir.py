@@ -344,8 +344,8 @@ def test_resume_config_mismatch(tmp_path):
     with pytest.raises(ConfigMismatchError) as ei:
         RunWriter.resume(path, config=other)
     msg = str(ei.value)
-    assert "'lr': recorded 0.1, given 0.2" in msg and "'extra_key'" in msg
-    assert "'rounds'" not in msg and "'layers'" not in msg and "'aggregator'" not in msg
+    assert "lr: recorded 0.1, given 0.2" in msg and "extra_key: not in the recorded config, given true" in msg
+    assert "rounds" not in msg and "layers" not in msg and "aggregator" not in msg
     assert len(ei.value.differences) == 2
     # tuples vs lists and identical configs are equal after JSON conversion
     RunWriter.resume(path, config={**CONFIG, "layers": (0, 1)}).write_round(2, global_vector=vec(2))
@@ -451,3 +451,20 @@ def test_sigkill_at_a_random_moment_leaves_a_resumable_run(tmp_path):
     w.write_round(k + 1, global_vector=torch.zeros(20000))
     report = RunDir(path).verify()
     assert report.untracked == () and report.incomplete == ()
+
+
+def test_metrics_accept_int_keys_like_client_updates(tmp_path):
+    """Per-client metrics keyed by the same int ids as client_updates are written with str keys."""
+    w = RunWriter.create(tmp_path / "run", config={}, layout={"shapes": [[2]]}, seeds={})
+    w.write_initial(torch.zeros(2))
+    w.write_round(1, global_vector=torch.ones(2), client_updates={0: (torch.ones(2), 3), 7: (torch.ones(2), 4)},
+                  metrics={"client_loss": {0: 0.5, np.int64(7): 0.25}, 3: [{1: "x"}]})
+    run = RunDir(tmp_path / "run")
+    run.verify()
+    assert run.metrics()[0]["client_loss"] == {"0": 0.5, "7": 0.25}
+    assert run.metrics()[0]["3"] == [{"1": "x"}]
+    with pytest.raises(RunDirError, match="collide"):
+        w.write_round(2, global_vector=torch.ones(2), metrics={"per_client": {0: 1.0, "0": 2.0}})
+    with pytest.raises(RunDirError, match="non-str key"):
+        w.write_round(2, global_vector=torch.ones(2), metrics={(1, 2): 1.0})
+    assert w.completed_rounds == 1

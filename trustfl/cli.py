@@ -7,6 +7,7 @@ sub-commands of the same parser.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -27,9 +28,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, dict(args.set or []))
     out = args.out or Path("runs") / config.name
+    _check_signing(out, args.sign_key, resume=args.resume)  # before any data or model is loaded
     fed = Federation(config, out_dir=out, resume=args.resume, overwrite=args.overwrite,
-                     progress=not args.quiet)
+                     progress=not args.quiet, signing_key=args.sign_key)
     summary = fed.run()
+    if summary.stopped_reason and summary.rounds_completed < fed.start_round:  # stopped before training a round
+        print(f"trustfl run: error: no round trained, {out} stays at round {summary.rounds_completed}: "
+              f"{summary.stopped_reason}", file=sys.stderr)
+        return 1
     console = Console()
     table = Table(title=f"trustfl run: {config.name}")
     table.add_column("round", justify="right")
@@ -66,11 +72,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out or spec.out or Path("runs") / spec.name)
     cells = spec.cells()
     print(f"{spec.name}: {len(cells)} cells ({len(spec.attacks)} attacks x {len(spec.defenses)} defenses x "
-          f"fractions {spec.grid.fractions} x seeds {spec.grid.seeds} x alphas {spec.grid.alphas}) -> {out}")
+          f"fractions {spec.grid.fractions} x seeds {spec.grid.seeds} x "
+          f"{'alphas ' + str(spec.alphas) if spec.scheme == 'dirichlet' else spec.scheme + ' partition'}) -> {out}")
     rows = run_matrix(spec, out, workers=args.workers, ray_address=args.ray_address,
                       retry_failed=args.retry_failed, progress=not args.quiet)
     paths = write_report(rows, out, attacks=[a.label for a in spec.attacks], defenses=[d.label for d in spec.defenses],
-                         fractions=spec.grid.fractions, alphas=spec.grid.alphas)
+                         fractions=spec.grid.fractions, alphas=spec.alphas, scheme=spec.scheme)
     print(paths["md"].read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -84,10 +91,42 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from trustfl.rundir import RunDir
+    from trustfl.rundir import RunDir, RunDirError
 
-    report = RunDir(args.run_dir).verify()
+    root = Path(args.run_dir)
+    if root.is_dir() and not (root / "manifest.json").exists():  # a folder that never was a run, not a corrupt run
+        hints = [p for p in (root / "run", *sorted(root.glob("cells/*/run"))) if (p / "manifest.json").is_file()]
+        hint = f"; did you mean {hints[0]}?" if len(hints) == 1 else (
+            f"; did you mean one of {', '.join(map(str, hints[:3]))}{' ...' if len(hints) > 3 else ''}?" if hints
+            else " (a run directory holds manifest.json, written by `trustfl run`)")
+        raise RunDirError(f"{root} is not a run directory (no manifest.json){hint}")
+    report = RunDir(args.run_dir).verify(public_key=args.key)
     print(f"{args.run_dir}: OK ({report})")
+    return 0
+
+
+def _check_signing(out: Path, sign_key: Path | None, *, resume: bool) -> None:
+    """A bad or misplaced --sign-key, or a signed run resumed without one, fails before the run starts."""
+    from trustfl.rundir.signing import SigningKeyError, load_private_key, signer
+
+    if sign_key is not None:
+        load_private_key(sign_key, run_dir=out)
+    elif resume and (Path(out) / "manifest.json").is_file():
+        from trustfl.rundir import RunDir
+
+        by = signer(RunDir(out).manifest)
+        if by is not None:
+            raise SigningKeyError(f"run {out} is signed by {by}; resuming re-signs every commit and needs that "
+                                  "private key: pass --sign-key FILE")
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from trustfl.rundir.signing import generate_key, key_id, load_public_key
+
+    private, public = generate_key(args.out)
+    print(f"private key: {private} (mode 0600; keep it outside every run directory, pass it as --sign-key)")
+    print(f"public key:  {public} ({key_id(load_public_key(public))}; give it to auditors: "
+          f"trustfl verify RUN_DIR --key {public})")
     return 0
 
 
@@ -125,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", type=parse_override, metavar="KEY=VALUE",
                      help="override a config value, e.g. --set federation.rounds=2 (repeatable)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--sign-key", type=Path, default=None, metavar="FILE",
+                     help="sign the run directory's manifest at every commit with this Ed25519 private key "
+                          "(from `trustfl keygen`; kept outside the run directory; required to --resume a signed run)")
     run.set_defaults(func=_cmd_run)
 
     ev = sub.add_parser("eval", help="run an attack x defense evaluation matrix (resumable, parallel, Ray)",
@@ -142,7 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check every file of a run directory against its manifest (sha256)",
                             description="Verify a run directory: sha256 and integrity of every file.")
     verify.add_argument("run_dir", type=Path)
+    verify.add_argument("--key", type=Path, default=None, metavar="PUB",
+                        help="the operator's public key (.pub from `trustfl keygen`): the run must be signed by it, "
+                             "with no manifest field (config, history, file hashes) changed since")
     verify.set_defaults(func=_cmd_verify)
+
+    keygen = sub.add_parser("keygen", help="create an Ed25519 key pair for signing run directories",
+                            description="Write a new Ed25519 private key to FILE (mode 0600) and its public key "
+                                        "to FILE.pub; an existing file is never overwritten.")
+    keygen.add_argument("--out", type=Path, required=True, metavar="FILE", help="private key file to create")
+    keygen.set_defaults(func=_cmd_keygen)
     _add_dedup_parser(sub)
     from trustfl.audits.origin.command import add_parser as _add_origin_parser
 
@@ -161,8 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trustfl.errors import TrustFLError
     from trustfl.rundir import RunDirError
 
+    from trustfl.rundir.errors import cli_advice
+
     try:
-        return int(args.func(args) or 0)
+        with cli_advice() if args.command in ("run", "verify", "keygen") else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except (TrustFLError, RunDirError) as exc:
         print(f"trustfl {args.command}: error: {exc}", file=sys.stderr)
         return 2

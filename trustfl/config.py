@@ -9,6 +9,8 @@ goes into the run manifest, and loading that dict again gives the same config.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
@@ -169,6 +171,9 @@ class FederationSettings:
     clients_per_round: int | None = None
     fraction: float | None = None
     engine: Literal["local"] = "local"
+    # "fixed": exactly clients_per_round clients, uniformly without replacement; "poisson": each client
+    # independently with probability clients_per_round / num_clients (what client-level DP accounts for)
+    sampling: Literal["fixed", "poisson"] = "fixed"
     save_client_updates: bool = True
     eval_every: int = 1
 
@@ -183,6 +188,7 @@ class FederationSettings:
         _check(self.eval_every >= 1, "federation.eval_every", f"must be >= 1, got {self.eval_every}")
 
 
+_NAME_RE = re.compile(r"[\w-][\w.-]{0,127}")  # file-name safe: no '/', no '..' escape from runs/
 _CORE_SECTIONS = ("seed", "name", "model", "lora", "data", "partition", "client", "server", "federation")
 
 
@@ -208,6 +214,9 @@ class RunConfig:
     sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.name, str) and bool(_NAME_RE.fullmatch(self.name)) and self.name not in (".", ".."),
+               "name", "must be a simple file name (1-128 letters, digits, '.', '_' or '-', not starting with '.'; "
+               f"it names the run directory runs/<name>), got {self.name!r}")
         registered = plugins.sections()
         unknown = sorted(set(self.sections) - set(registered))
         _check(not unknown, "config", f"unknown section(s) {unknown}; plug-in sections: {sorted(registered)}")
@@ -253,6 +262,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        _reject_non_finite(data, "")
         registered = plugins.sections()
         core = {k: v for k, v in data.items() if k not in registered}
         unknown = sorted(set(core) - set(_CORE_SECTIONS))
@@ -271,6 +281,33 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------------- generic loading
+def _reject_non_finite(value: Any, path: str) -> None:
+    """``ConfigError`` naming the field of any NaN/inf float (TOML ``nan``/``inf``, YAML ``.nan``, --set NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path or 'config'}: must be a finite number, got {value}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _reject_non_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _reject_non_finite(v, f"{path}[{i}]")
+
+
+def _yaml_error(p: Path, exc: Exception) -> ConfigError:
+    """One line for a YAML error: where, and what (a ``!!python/...`` tag is named as refused)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    if "!!python/" in problem or "tag:yaml.org,2002:python/" in problem:
+        tag = re.search(r"'(tag:yaml.org,2002:python/[^']*|!!python/[^']*)'", problem)
+        shown = tag.group(1).replace("tag:yaml.org,2002:", "!!") if tag else "!!python/..."
+        return ConfigError(f"config file {str(p)!r}:{where} YAML tag {shown} is "
+                           "refused: configs are plain data (loaded with yaml.safe_load), not Python objects")
+    context = " ".join(str(getattr(exc, "context", None) or "").split())
+    return ConfigError(f"config file {str(p)!r} is not valid YAML:{where} {problem}"
+                       + (f" ({context})" if context and context not in problem else ""))
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -366,9 +403,17 @@ def read_config_file(path: str | Path, overrides: dict[str, Any] | None = None) 
         ConfigError: missing or unparsable file, wrong suffix, top level not a table.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a directory; give the path of a .toml or .yaml file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {exc.start}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc.strerror or exc}") from None
     try:
         if p.suffix == ".toml":
             data = tomllib.loads(text)
@@ -383,14 +428,19 @@ def read_config_file(path: str | Path, overrides: dict[str, Any] | None = None) 
     except Exception as exc:  # TOML/YAML syntax errors (yaml.YAMLError is no ValueError) get one clear line
         if not isinstance(exc, (tomllib.TOMLDecodeError, ValueError)) and type(exc).__module__.split(".")[0] != "yaml":
             raise
+        if type(exc).__module__.split(".")[0] == "yaml":
+            raise _yaml_error(p, exc) from None
         raise ConfigError(f"config file {str(p)!r} is not valid {p.suffix[1:].upper()}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r}: top level must be a table/mapping")
     for key, value in (overrides or {}).items():
         node = data
         *parents, leaf = key.split(".")
-        for part in parents:
+        _check(all(key.split(".")), f"--set {key}", "expects a dotted key such as federation.rounds")
+        for i, part in enumerate(parents):
             node = node.setdefault(part, {})
+            _check(isinstance(node, dict), f"--set {key}", f"{'.'.join(parents[:i + 1])} is {node!r}, not a "
+                   "table, so it has no field " + repr(".".join([*parents[i + 1:], leaf])))
         node[leaf] = value
     return data
 

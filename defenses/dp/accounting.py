@@ -14,6 +14,7 @@ Opacus's default PRV accountant is not used by default: it fails or returns nons
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -71,7 +72,10 @@ def noise_multiplier_for(*, target_epsilon: float, delta: float, sample_rate: fl
                          accountant: AccountantName = "rdp", tolerance: float = 0.01) -> float:
     """The smallest σ (to ``tolerance`` in ε) with ``epsilon(σ, q, steps, δ) <= target_epsilon``.
 
-    Uses Opacus's ``get_noise_multiplier`` (the search behind ``make_private_with_epsilon``).
+    Uses Opacus's ``get_noise_multiplier`` (the search behind ``make_private_with_epsilon``),
+    which takes seconds. The result is memoized on the arguments (a pure function of them), so
+    calling :func:`make_private` per client per round with the same ``target_epsilon`` solves
+    once per distinct ``(target_epsilon, delta, sample_rate, steps, accountant, tolerance)``.
 
     Raises:
         ValueError: ``target_epsilon`` is not > 0, or the arguments are out of range.
@@ -81,6 +85,14 @@ def noise_multiplier_for(*, target_epsilon: float, delta: float, sample_rate: fl
     _check_mechanism(noise_multiplier=1.0, sample_rate=sample_rate, steps=steps)
     if steps < 1:
         raise ValueError(f"steps: must be >= 1 to calibrate noise, got {steps}")
+    return _solve_noise_multiplier(float(target_epsilon), float(delta), float(sample_rate), int(steps),
+                                   str(accountant), float(tolerance))
+
+
+@functools.lru_cache(maxsize=1024)
+def _solve_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str,
+                            tolerance: float) -> float:
+    """Opacus's σ search, memoized (see :func:`noise_multiplier_for`; ``cache_clear()`` resets it)."""
     get_noise_multiplier = require("opacus.accountants.utils", extra="dp", feature="differential privacy").get_noise_multiplier
 
     return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,

@@ -8,12 +8,22 @@ equal weights w_k = 1): with m sampled clients, the server releases
 
 so one client (its whole data) changes the noiseless sum by at most C in L2 and each round
 is a Gaussian mechanism with noise multiplier z (their Theorem 1 gives the accounting).
+
+Fixed denominator (``expected_clients = qN``, what trustfl's loop uses, with Poisson sampling of
+clients at rate q): the server releases Δ̃ = (Σ_k clip_C(Δ_k) + N(0, z² C² I)) / (qN), McMahan
+et al.'s f̃_f with the *expected* count as denominator. Adding or removing one client changes the
+release by at most C/(qN), the noise std is z·C/(qN), and the realised number of clients m (which
+differs between neighbouring datasets) enters nothing that is released. A round with m = 0 still
+releases noise. The realised-count mean (``expected_clients=None``) is for fixed-size rounds only,
+whose accounting is then the caller's (Opacus's Poisson bound does not cover it).
 Adaptive clipping (Andrew, Thakkar, McMahan & Ramaswamy 2021, "Differentially Private
 Learning with Adaptive Clipping", NeurIPS, Algorithm 1) moves C geometrically towards the
 γ-quantile of update norms, estimated from a noisy count
 b̃ = (Σ_k 1[‖Δ_k‖ ≤ C] + N(0, σ_b²)) / m:  C ← C · exp(−η_C (b̃ − γ)). Releasing the count and
 the update is one Gaussian mechanism of multiplier z when the update noise uses
-z_Δ = (z⁻² − (2σ_b)⁻²)^(-1/2) (their Theorem 1).
+z_Δ = (z⁻² − (2σ_b)⁻²)^(-1/2) (their Theorem 1). That composition needs the count's sensitivity
+to be 1/2; with the fixed denominator (add/remove adjacency) the released count is therefore
+centred, b̃ = (Σ_k (1[‖Δ_k‖ ≤ C] − ½) + N(0, σ_b²)) / (qN) + ½, so one client moves it by ½.
 
 Stages (registered, so configs can name them):
 * ``pre "dp_clip"`` — :class:`ClientClip` (fixed or adaptive C), records C in ``info.stats``.
@@ -81,6 +91,8 @@ class ClientClip(PreStage):
         target_quantile: γ in (0, 1).
         clip_lr: η_C > 0.
         count_noise_std: σ_b > 0 (required with ``adaptive``).
+        expected_clients: qN, the fixed denominator of the noisy count (with Poisson sampling of
+            clients); None divides by the realised count m (fixed-size rounds).
 
     The C used this round is in ``info.stats["dp_clip_norm"]`` (and ``dp_count_noise_std``);
     ``clip_norm`` stays the configured (initial) C; the current C is ``current_clip_norm``, which
@@ -98,7 +110,8 @@ class ClientClip(PreStage):
     tracks_clients: ClassVar[bool] = False
 
     def __init__(self, *, clip_norm: float, adaptive: bool = False, target_quantile: float = 0.5,
-                 clip_lr: float = 0.2, count_noise_std: float | None = None) -> None:
+                 clip_lr: float = 0.2, count_noise_std: float | None = None,
+                 expected_clients: float | None = None) -> None:
         if not clip_norm > 0:
             raise ValueError(f"clip_norm: must be > 0, got {clip_norm}")
         if not 0 < target_quantile < 1:
@@ -115,6 +128,7 @@ class ClientClip(PreStage):
         self.target_quantile = float(target_quantile)
         self.clip_lr = float(clip_lr)
         self.count_noise_std = None if count_noise_std is None else float(count_noise_std)
+        self.expected_clients = _check_expected(expected_clients)
         self.current_clip_norm = self.clip_norm
 
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
@@ -132,16 +146,33 @@ class ClientClip(PreStage):
         info.clipped = norms > c
         info.scores["norm"] = norms
         info.reasons = [f"clipped to C={c:.4g} (norm {float(v):.4g})" if v > c else "" for v in norms]
-        info.stats["dp_clip_norm"] = c
+        info.stats.update(self._adapt(int((norms <= c).sum()), n, generator))
+        return clipped, weights, info
+
+    def empty_round(self, generator: torch.Generator | None = None) -> dict[str, float]:
+        """A round with no client (Poisson sampling): the stats of an empty sum; adaptive C still moves
+        with the noisy count (only with ``expected_clients``: an empty count has no realised mean)."""
+        if self.expected_clients is None:
+            raise ValueError("dp_clip: a round with no client needs expected_clients (the fixed denominator)")
+        return self._adapt(0, 0, generator)
+
+    def _adapt(self, unclipped: int, n: int, generator: torch.Generator | None) -> dict[str, float]:
+        """``info.stats`` of this round; with adaptive clipping, the noisy count and the next C."""
+        c = self.current_clip_norm
+        stats: dict[str, float] = {"dp_clip_norm": c}
+        if self.expected_clients is not None:
+            stats["dp_denominator"] = self.expected_clients
         if self.adaptive:
             assert self.count_noise_std is not None
-            noise = torch.randn((), generator=generator, dtype=torch.float64) * self.count_noise_std
-            b = (float((norms <= c).sum()) + float(noise)) / n  # Andrew et al. 2021, Alg. 1
+            noise = float(torch.randn((), generator=generator, dtype=torch.float64) * self.count_noise_std)
+            if self.expected_clients is None:
+                b = (unclipped + noise) / n  # Andrew et al. 2021, Alg. 1
+            else:  # centred count (sensitivity 1/2 under add/remove), fixed denominator
+                b = (unclipped - 0.5 * n + noise) / self.expected_clients + 0.5
             self.current_clip_norm = c * math.exp(-self.clip_lr * (b - self.target_quantile))
-            info.stats["dp_count_noise_std"] = self.count_noise_std
-            info.stats["dp_noisy_unclipped_fraction"] = b
-            info.stats["dp_next_clip_norm"] = self.current_clip_norm
-        return clipped, weights, info
+            stats.update(dp_count_noise_std=self.count_noise_std, dp_noisy_unclipped_fraction=b,
+                         dp_next_clip_norm=self.current_clip_norm)
+        return stats
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"clip_norm": torch.tensor(self.current_clip_norm, dtype=torch.float64)} if self.adaptive else {}
@@ -162,9 +193,15 @@ class GaussianNoise(PostStageBase):
     and equal client weights (the sensitivity C/m of the mean holds only for w_k = 1:
     McMahan et al. 2018, estimator f̃_f with w_k = 1). Use ``FedAvg(weighted=False)``.
 
+    With ``expected_clients = qN`` (Poisson sampling of clients at rate q) the release is the
+    fixed-denominator estimate (Σ clipped + N(0, z_Δ² C²)) / (qN) instead (sensitivity C/(qN));
+    the FedAvg mean it receives is turned back into the sum (× m), and m = 0 is allowed
+    (:meth:`empty_round`).
+
     Args:
         noise_multiplier: z > 0, the multiplier of the whole round (update and, with adaptive
             clipping, count); the update gets z_Δ (see :func:`update_noise_multiplier`).
+        expected_clients: qN > 0, the fixed denominator; None divides by the realised m.
 
     Raises (on call):
         ValueError: no ``dp_clip_norm`` in the aggregate's stats, or unequal weights.
@@ -175,10 +212,11 @@ class GaussianNoise(PostStageBase):
     claims_robustness: ClassVar[bool] = False
     tracks_clients: ClassVar[bool] = False
 
-    def __init__(self, *, noise_multiplier: float) -> None:
+    def __init__(self, *, noise_multiplier: float, expected_clients: float | None = None) -> None:
         if not noise_multiplier > 0:
             raise ValueError(f"noise_multiplier: must be > 0 (0 means no privacy), got {noise_multiplier}")
         self.noise_multiplier = float(noise_multiplier)
+        self.expected_clients = _check_expected(expected_clients)
 
     def __call__(self, aggregate: Aggregate, *, num_clients: int, generator: torch.Generator | None = None,
                  client_ids: Sequence[int] | None = None) -> Aggregate:
@@ -203,15 +241,47 @@ class GaussianNoise(PostStageBase):
         if m != num_clients:
             raise ValueError(f"dp_fedavg: {m} clients carry weight but num_clients={num_clients}; the noise "
                              "is calibrated to the mean over all clients of the round")
+        return self._release(aggregate, m, generator)
+
+    def empty_round(self, d: int, stats: dict[str, float], *, dtype: torch.dtype = torch.float32,
+                    generator: torch.Generator | None = None) -> Aggregate:
+        """The release of a round with no client (fixed denominator only): N(0, z_Δ² C²) / (qN).
+
+        ``stats`` are the clipping stage's (:meth:`ClientClip.empty_round`)."""
+        if self.expected_clients is None:
+            raise ValueError("dp_fedavg: a round with no client needs expected_clients (the fixed denominator)")
+        if "dp_clip_norm" not in stats:
+            raise ValueError("dp_fedavg: no clipping norm for the empty round (stats['dp_clip_norm'])")
+        info = AggregateInfo.all_accepted(0)
+        info.scores["weight"] = torch.zeros(0, dtype=torch.float64)
+        info.stats = dict(stats)
+        return self._release(Aggregate(vector=torch.zeros(d, dtype=dtype), info=info), 0, generator)
+
+    def _release(self, aggregate: Aggregate, m: int, generator: torch.Generator | None) -> Aggregate:
+        stats = aggregate.info.stats
         c = float(stats["dp_clip_norm"])
         z = update_noise_multiplier(self.noise_multiplier, stats.get("dp_count_noise_std"))
-        std = z * c / m
+        scores = dict(aggregate.info.scores)
+        if self.expected_clients is None:
+            denominator, base = float(m), aggregate.vector.double()
+        else:  # the clipped sum (mean × m) over the expected count qN; each client weighs 1/(qN)
+            denominator, base = self.expected_clients, aggregate.vector.double() * (m / self.expected_clients)
+            scores["weight"] = torch.full((m,), 1.0 / self.expected_clients, dtype=torch.float64)
+        std = z * c / denominator
         noise = torch.randn(aggregate.vector.shape, generator=generator, dtype=torch.float64) * std
         info = AggregateInfo(accepted=aggregate.info.accepted, clipped=aggregate.info.clipped,
-                             flagged=aggregate.info.flagged, scores=dict(aggregate.info.scores),
-                             reasons=list(aggregate.info.reasons),
-                             stats={**stats, "dp_noise_std": std, "dp_update_noise_multiplier": z})
-        return Aggregate(vector=(aggregate.vector.double() + noise).to(aggregate.vector.dtype), info=info)
+                             flagged=aggregate.info.flagged, scores=scores, reasons=list(aggregate.info.reasons),
+                             stats={**stats, "dp_noise_std": std, "dp_update_noise_multiplier": z,
+                                    "dp_denominator": denominator})
+        return Aggregate(vector=(base + noise).to(aggregate.vector.dtype), info=info)
+
+
+def _check_expected(expected_clients: float | None) -> float | None:
+    if expected_clients is None:
+        return None
+    if isinstance(expected_clients, bool) or not (float(expected_clients) > 0 and math.isfinite(expected_clients)):
+        raise ValueError(f"expected_clients: must be a finite number > 0 (q x num_clients), got {expected_clients!r}")
+    return float(expected_clients)
 
 
 def noise_share(shape: tuple[int, ...] | torch.Size, *, noise_multiplier: float, clip_norm: float,

@@ -5,7 +5,10 @@
 * :class:`ClientLevelDP` adds DP-FedAvg's clipping (last pre-stage) and Gaussian noise (first
   post-stage) to the pipeline, accounts every round, refuses to train a round whose ε would
   exceed ``max_epsilon`` (checked *before* the round, so also on resume), and carries the
-  number of accounted rounds across a resume.
+  number of accounted rounds across a resume. It needs Poisson sampling of clients
+  (``federation.sampling = "poisson"``, what its accountant analyses) and releases the
+  fixed-denominator estimate (sum over the expected count qN); a round that sampled no client
+  still releases noise and is accounted (:meth:`ClientLevelDP.empty_round`).
 Both report ε in the round's metrics and in the manifest's ``extra["privacy"]``.
 """
 
@@ -13,11 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from trustfl.defenses.dp.accounting import noise_multiplier_for
 from trustfl.defenses.dp.client_level import ClientClip, GaussianNoise, update_noise_multiplier
 from trustfl.defenses.dp.reporting import BudgetExhausted, ClientLevelAccountant, SampleLevelReport
 from trustfl.errors import ConfigError, StopFederation
-from trustfl.types import ClientPrivacyHook, RoundReport, RunComponent
+from trustfl.types import Aggregate, ClientPrivacyHook, RoundReport, RunComponent, RunContext
 
 __all__ = ["ClientLevelDP", "SampleLevelDP", "from_config"]
 
@@ -68,12 +73,38 @@ class ClientLevelDP(RunComponent):
         self.rounds_accounted = 0
 
     def configure_pipeline(self, pipeline: Any) -> Any:
+        from trustfl.defenses.fedavg import FedAvg
+        from trustfl.defenses.pipeline import Pipeline
+
         if any(isinstance(s, (ClientClip, GaussianNoise)) for s in pipeline.stages):
             raise ConfigError("privacy.client: the pipeline already has DP-FedAvg stages; the component adds "
                               "ClientClip and GaussianNoise itself")
-        pipeline.pre.append(self.clip)
-        pipeline.post.insert(0, self.noise)
-        return pipeline
+        if not (isinstance(pipeline.aggregator, FedAvg) and not pipeline.aggregator.weighted):
+            raise ConfigError(f"privacy.client: needs FedAvg(weighted=False) as the aggregator (equal weights bound "
+                              f"one client's influence by C/m), got {pipeline.aggregator!r}")
+        # a new pipeline: a pipeline passed in code is never mutated (reusing it must not stack DP stages)
+        return Pipeline(pre=[*pipeline.pre, self.clip], aggregator=pipeline.aggregator,
+                        post=[self.noise, *pipeline.post])
+
+    def setup(self, context: RunContext) -> None:
+        """Refuse a run whose sampling or estimator is not the one the accountant analyses."""
+        fed = getattr(context.config, "federation", None)
+        if fed is not None and fed.sampling != "poisson":
+            raise ConfigError(f"federation.sampling: client-level DP accounts Poisson sampling of clients; set "
+                              f"sampling = \"poisson\" (got {fed.sampling!r}: fixed-size rounds would make the "
+                              "reported epsilon too small)")
+        k, n, q = context.clients_per_round, context.num_clients, self.accountant.sample_rate
+        if abs(q - k / n) > 1e-12 or any(e is None or abs(e - q * n) > 1e-9 * n
+                                         for e in (self.clip.expected_clients, self.noise.expected_clients)):
+            raise ConfigError(f"privacy.client: the accountant's sample_rate ({q}) and the stages' expected_clients "
+                              f"({self.clip.expected_clients}, {self.noise.expected_clients}) must match the run: "
+                              f"q = clients_per_round / num_clients = {k}/{n}, expected_clients = {k}")
+
+    def empty_round(self, round: int, global_vector: torch.Tensor, *,
+                    generator: torch.Generator) -> Aggregate | None:
+        """No client sampled: the release is noise alone, N(0, z_Δ² C²) / (qN) (and the round is accounted)."""
+        stats = self.clip.empty_round(generator)
+        return self.noise.empty_round(global_vector.numel(), stats, dtype=global_vector.dtype, generator=generator)
 
     def check_budget(self, round: int) -> None:
         acc = self.accountant
@@ -134,8 +165,9 @@ def from_config(config: Any) -> list[RunComponent]:
             update_noise_multiplier(z, count_std)  # fail now, not in round 1
             out.append(ClientLevelDP(
                 clip=ClientClip(clip_norm=c.clip_norm, adaptive=c.adaptive, target_quantile=c.target_quantile,
-                                clip_lr=c.clip_lr, count_noise_std=count_std),
-                noise=GaussianNoise(noise_multiplier=z),
+                                clip_lr=c.clip_lr, count_noise_std=count_std,
+                                expected_clients=float(config.clients_per_round)),
+                noise=GaussianNoise(noise_multiplier=z, expected_clients=float(config.clients_per_round)),
                 accountant=ClientLevelAccountant(noise_multiplier=z, sample_rate=q, delta=c.delta,
                                                  max_epsilon=c.max_epsilon)))
         except ValueError as exc:
@@ -152,6 +184,10 @@ def validate(config: Any) -> None:
         raise ConfigError(f"server.aggregator_options.weighted: client-level DP (privacy.client) needs aggregator "
                           f"= 'fedavg' with weighted = false (equal weights bound one client's influence by C/m), "
                           f"got aggregator={srv.aggregator!r}, aggregator_options={srv.aggregator_options}")
+    if config.federation.sampling != "poisson":
+        raise ConfigError(f"federation.sampling: client-level DP (privacy.client) needs sampling = \"poisson\" "
+                          f"(each client joins a round independently with probability clients_per_round / "
+                          f"num_clients: the sampling its accountant analyses), got {config.federation.sampling!r}")
     dp_stages = [s.get("name") for s in [*srv.pre, *srv.post] if str(s.get("name", "")).startswith("dp_")]
     if dp_stages:
         raise ConfigError(f"server.pre/server.post: privacy.client adds the dp_clip / dp_fedavg stages itself; "

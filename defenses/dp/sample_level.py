@@ -13,14 +13,17 @@ Two ways in:
   trustfl's loop; one Opacus ``PrivacyEngine`` (one accountant) per client.
 * :func:`make_private` — your own PEFT model + optimizer + DataLoader, in three lines.
 
-Both check after the first private step that every adapter tensor actually changed (PEFT +
-Opacus can silently train a copy or nothing: Opacus issue #820) and raise
-:class:`DPCheckError` otherwise. Empty Poisson batches are real DP-SGD steps with an empty
+Both put the model in train mode, and check after the first private step that every adapter
+tensor actually changed (PEFT + Opacus can silently train a copy or nothing: Opacus issue
+#820) and raise :class:`DPCheckError` otherwise. Empty Poisson batches are real DP-SGD steps with an empty
 sum: the noise-only update is applied and accounted here, never skipped.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Literal
 
@@ -37,6 +40,58 @@ __all__ = ["DPAdapterTraining", "DPCheckError", "PrivateTraining", "make_private
 
 GradSampleMode = Literal["hooks", "ghost"]
 Task = Literal["classification", "causal_lm"]
+log = logging.getLogger(__name__)
+
+# Two warnings Opacus / torch raise on every client; explained once in the log, silenced in trustfl's calls.
+_SECURE_RNG_WARNING = "Secure RNG turned off"
+_BACKWARD_HOOK_WARNING = "Full backward hook is firing"
+_EXPLANATION = (
+    "Opacus DP-SGD: (1) 'Secure RNG turned off': the DP noise comes from torch's ordinary PRNG, fine for "
+    "experiments; a release that must resist an attacker who can predict the PRNG needs Opacus's secure_mode "
+    "(torchcsprng), which trustfl does not enable. (2) 'Full backward hook is firing ... no inputs require "
+    "gradients': expected with a frozen FM, whose activations entering the adapters need no gradient; the "
+    "per-sample gradients of the trainable parameters are still exact. Both warnings are silenced inside "
+    "trustfl's DP calls (make_private, iterating its loader) and explained only here, once.")
+_explained = False
+
+
+def _explain_once() -> None:
+    global _explained
+    if not _explained:
+        _explained = True
+        log.warning(_EXPLANATION)
+
+
+def _new_engine(accountant: str) -> Any:
+    """An Opacus ``PrivacyEngine`` without its per-instance 'Secure RNG turned off' warning (logged once)."""
+    PrivacyEngine = require("opacus", extra="dp", feature="differential privacy").PrivacyEngine
+
+    _explain_once()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SECURE_RNG_WARNING, category=UserWarning)
+        return PrivacyEngine(accountant=accountant)
+
+
+@contextmanager
+def _quiet_backward_hooks() -> Iterator[None]:
+    """Ignore torch's 'Full backward hook is firing' warning while active.
+
+    Adds one filter and removes exactly that one afterwards (not ``catch_warnings``, which would restore
+    the whole filter list and undo filters the caller added meanwhile, since the caller's loop body runs
+    while the private loader's generator is suspended inside this block).
+    """
+    _explain_once()
+    warnings.filterwarnings("ignore", message=_BACKWARD_HOOK_WARNING, category=UserWarning)
+    entry = warnings.filters[0]
+    try:
+        yield
+    finally:
+        try:
+            warnings.filters.remove(entry)
+        except ValueError:  # the caller replaced the filter list meanwhile; ours is gone with it
+            pass
+        else:
+            getattr(warnings, "_filters_mutated", lambda: None)()
 
 
 class DPCheckError(TrustFLError, RuntimeError):
@@ -91,6 +146,10 @@ class PrivateTraining:
             and the first non-empty step is checked to have changed every trainable tensor.
         noise_multiplier, max_grad_norm, sample_rate, delta: the mechanism.
         task: ``classification`` or ``causal_lm`` (how :meth:`loss` reads logits).
+        engine: the Opacus ``PrivacyEngine`` whose accountant recorded these steps. Keep one per
+            client and pass it back (``make_private(..., engine=private.engine)``) in the client's
+            next round, so :meth:`epsilon` is the client's total over all its rounds; a fresh engine
+            (``engine=None``) starts a new accountant at ε = 0.
     """
 
     model: nn.Module
@@ -151,6 +210,7 @@ class _PrivateBatches:
         self.steps_seen = 0
         self.noise_only_steps = 0
         self.checked = False
+        self.max_steps: int | None = None  # cap on all private steps (noise-only ones included), see DPAdapterTraining
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -187,15 +247,20 @@ class _PrivateBatches:
         self.noise_only_steps += 1
 
     def __iter__(self) -> Iterator[Any]:
-        for batch in self.loader:
-            empty = (not batch) or (isinstance(batch, dict) and batch["input_ids"].shape[0] == 0)
-            if empty:
-                self._noise_only_step()
+        # the caller's forward/backward/step run while this generator is suspended at `yield`, so torch's
+        # per-backward "Full backward hook is firing" warning is silenced exactly while iterating
+        with _quiet_backward_hooks():
+            for batch in self.loader:
+                if self.max_steps is not None and self.steps_seen + self.noise_only_steps >= self.max_steps:
+                    return  # the accountant's σ was solved for this many steps: never take one more
+                empty = (not batch) or (isinstance(batch, dict) and batch["input_ids"].shape[0] == 0)
+                if empty:
+                    self._noise_only_step()
+                    self.check()
+                    continue
+                yield batch
+                self.steps_seen += 1
                 self.check()
-                continue
-            yield batch
-            self.steps_seen += 1
-            self.check()
 
 
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, *,
@@ -210,6 +275,27 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any
     (σ solved with Opacus's RDP search, as ``make_private_with_epsilon`` does). Batches are
     Poisson-sampled at q = 1/len(loader).
 
+    The model is put in train mode (``model.train()``): Opacus records activations only in
+    modules that are training, and ``from_pretrained`` returns a model in eval mode, which
+    would otherwise fail at the first ``backward()`` ("No activations detected").
+
+    Federated use (one call per client per round):
+
+    * ``engine``: the client's ``PrivacyEngine`` from its previous round (``private.engine``);
+      ``None`` creates a new one. Keep one per client, e.g. ``engines[cid] = private.engine``
+      and pass ``engine=engines.get(cid)``: its accountant then accumulates the client's steps
+      over all rounds and :meth:`PrivateTraining.epsilon` is the client's total ε. With a new
+      engine every round, ε restarts at 0 each round and under-states the spend.
+    * ``target_epsilon``: ``steps`` / ``epochs`` is the total the accountant will run over the
+      whole federation (e.g. ``epochs = rounds * local_epochs``), so that the sum of all rounds
+      stays within ``target_epsilon``. The σ search takes seconds; its result is memoized on
+      its arguments (:func:`~trustfl.defenses.dp.accounting.noise_multiplier_for`), so repeated
+      calls with the same arguments are as fast as with ``noise_multiplier``.
+
+    Opacus's "Secure RNG turned off" and torch's "Full backward hook is firing" warnings are
+    explained once in the log (logger ``trustfl.defenses.dp.sample_level``) and silenced inside
+    this call and while iterating ``private.loader``; filters elsewhere are untouched.
+
     Example:
         >>> private = make_private(peft_model, opt, loader, target_epsilon=8, epochs=3)  # doctest: +SKIP
         >>> for batch in private.loader:                                                # doctest: +SKIP
@@ -218,12 +304,14 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any
         ...     opt_loss = private.loss(logits, batch["labels"]); private.optimizer.zero_grad()
         ...     opt_loss.backward(); private.optimizer.step()
         >>> private.epsilon(); private.close()                                           # doctest: +SKIP
+        >>> again = make_private(peft_model, opt, loader, target_epsilon=8, epochs=3,   # doctest: +SKIP
+        ...                      engine=private.engine)  # next round: same accountant, ε accumulates
 
     Raises:
         ValueError: both or neither of noise_multiplier / target_epsilon, or a bad value.
         DPCheckError: the optimizer does not hold the model's trainable parameters.
     """
-    PrivacyEngine = require("opacus", extra="dp", feature="differential privacy").PrivacyEngine
+    require("opacus", extra="dp", feature="differential privacy")
 
     if (noise_multiplier is None) == (target_epsilon is None):
         raise ValueError(f"make_private: set exactly one of noise_multiplier or target_epsilon, got "
@@ -235,6 +323,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any
     if not max_grad_norm > 0:
         raise ValueError(f"max_grad_norm: must be > 0, got {max_grad_norm}")
     _check_optimizer_owns(model, optimizer)
+    model.train()  # Opacus captures activations only in training modules; from_pretrained gives eval mode
     num_batches = len(loader)
     if num_batches < 1:
         raise ValueError("loader: has no batches")
@@ -249,12 +338,18 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any
     assert noise_multiplier is not None
     if not noise_multiplier > 0:
         raise ValueError(f"noise_multiplier: must be > 0 (0 means no privacy), got {noise_multiplier}")
-    engine = engine if engine is not None else PrivacyEngine(accountant=accountant)
+    engine = engine if engine is not None else _new_engine(accountant)
+    if getattr(engine, "dataset", None) is not None and engine.dataset is not loader.dataset:
+        # Opacus compares the new dataset to the engine's last one with `!=`, which raises on a list of
+        # tensor dicts; a new loader over the client's records each round is the normal federated case
+        log.info("make_private: reusing a PrivacyEngine with a new dataset object (assumed: the same client)")
+        engine.dataset = loader.dataset
     criterion: nn.Module = nn.CrossEntropyLoss() if task == "classification" else _CausalLMCriterion()
-    out = engine.make_private(module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
-                              noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
-                              poisson_sampling=True, grad_sample_mode=grad_sample_mode,
-                              noise_generator=noise_generator)
+    with _quiet_backward_hooks():
+        out = engine.make_private(module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
+                                  noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
+                                  poisson_sampling=True, grad_sample_mode=grad_sample_mode,
+                                  noise_generator=noise_generator)
     if grad_sample_mode == "ghost":
         private_model, private_opt, criterion, private_loader = out
     else:
@@ -322,9 +417,7 @@ class DPAdapterTraining(ClientPrivacyHook):
 
     def _state(self, client_id: int) -> _ClientState:
         if client_id not in self.clients:
-            PrivacyEngine = require("opacus", extra="dp", feature="differential privacy").PrivacyEngine
-
-            self.clients[client_id] = _ClientState(engine=PrivacyEngine(accountant=self.settings.accountant))
+            self.clients[client_id] = _ClientState(engine=_new_engine(self.settings.accountant))
         return self.clients[client_id]
 
     def prepare(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, *,
@@ -344,7 +437,7 @@ class DPAdapterTraining(ClientPrivacyHook):
             if s.noise_multiplier is not None:
                 state.noise_multiplier = s.noise_multiplier
             else:
-                planned = getattr(context, "planned_steps", None)
+                planned = context.planned_steps
                 if not planned:
                     raise ValueError("DPAdapterTraining(target_epsilon=...): the trainer did not say how many steps "
                                      "a round takes (PrivacyContext.planned_steps); use noise_multiplier instead")
@@ -357,6 +450,8 @@ class DPAdapterTraining(ClientPrivacyHook):
             max_grad_norm=s.max_grad_norm, grad_sample_mode=s.grad_sample_mode, task=self.task,
             accountant=s.accountant, engine=state.engine,
             noise_generator=generator(context.seed, "dp_noise", context.round, context.client_id))
+        if context.planned_steps:  # noise-only steps on empty Poisson draws count: σ was solved for this many
+            state.current.loader.max_steps = int(context.planned_steps)
         return state.current.model, state.current.optimizer, state.current.loader
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], *, client_id: int) -> Any:

@@ -181,7 +181,9 @@ class LocalTrainer:
             forward_model = model
         steps, seen, loss_sum = 0, 0, 0.0
         while steps < budget:
+            yielded = 0
             for batch in loader:
+                yielded += 1
                 if batch["input_ids"].shape[0] == 0:  # Poisson sampling may draw an empty batch
                     continue
                 if loss_fn is None:
@@ -199,6 +201,8 @@ class LocalTrainer:
                 loss_sum += float(loss.detach()) * int(batch["input_ids"].shape[0])
                 if steps >= budget:
                     break
+            if yielded == 0:  # a private loader that reached its step cap (noise-only steps count) yields nothing
+                break
         metrics = {"train_loss": loss_sum / max(seen, 1), "steps": float(steps), "samples_seen": float(seen),
                    "train_seconds": time.perf_counter() - start}
         if self.privacy is not None:

@@ -34,7 +34,7 @@ from trustfl.federation.recorder import commit_round, open_run
 from trustfl.federation.server import ServerRound, detection_counts
 from trustfl.federation.setup import build_model_side
 from trustfl.seeding import generator
-from trustfl.types import PipelineLike, RoundReport, RunComponent, RunContext, SecureAggregator
+from trustfl.types import PipelineLike, RoundReport, RunComponent, RunContext, SecureAggregator, ServerView
 
 __all__ = ["Federation", "RunSummary", "detection_counts"]
 log = logging.getLogger(__name__)
@@ -63,14 +63,14 @@ class Federation:
             ``trustfl.defenses.SampleLevelDP(hook)``), added after those the config's sections build.
         secure_aggregation: a secure-sum hook; the server round then sees only the sum.
         callbacks: called after every round (may add metrics or raise ``StopFederation``).
-        resume / overwrite: continue the run in ``out_dir`` / replace it.
+        resume / overwrite / signing_key: continue / replace ``out_dir``; sign each commit (docs/security.md).
         progress: show progress bars.
     """
 
     def __init__(self, config: RunConfig, *, out_dir: str | Path | None = None, pipeline: Any = None,
                  components: Sequence[RunComponent] = (), secure_aggregation: SecureAggregator | None = None,
                  callbacks: Sequence[RoundCallback] = (), resume: bool = False, overwrite: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, signing_key: Any = None) -> None:
         self.config, self.resume, self.overwrite, self.progress = config, resume, overwrite, progress
         self.out_dir = Path(out_dir) if out_dir is not None else Path("runs") / config.name
         self.pipeline: PipelineLike = plugins.as_pipeline(pipeline) if pipeline is not None \
@@ -78,7 +78,7 @@ class Federation:
         self.context = RunContext(config=config, seed=config.seed, num_clients=config.partition.num_clients,
                                   clients_per_round=config.clients_per_round, rounds=config.federation.rounds,
                                   progress=progress)
-        self.secure_aggregation, self.callbacks = secure_aggregation, list(callbacks)
+        self.secure_aggregation, self.callbacks, self.signing_key = secure_aggregation, list(callbacks), signing_key
         assembled = assemble(config, self.pipeline, [*plugins.build_components(config), *components], self.context,
                              secure=secure_aggregation is not None)
         self.pipeline, self.components, self.privacy = assembled.pipeline, assembled.components, assembled.privacy
@@ -120,18 +120,20 @@ class Federation:
                                   seed=cfg.seed, server_lr=cfg.server.server_lr, malicious=self.malicious,
                                   save_client_updates=cfg.federation.save_client_updates)
         opened = open_run(self.out_dir, config=cfg, layout=self.layout, initial=self.layout.flatten(self.model),
-                          fingerprints=self.fingerprints, extra=extra, pipeline=self.pipeline,
-                          components=self.components, resume=self.resume, overwrite=self.overwrite)
+                          fingerprints=self.fingerprints, extra=extra, pipeline=self.pipeline, resume=self.resume,
+                          components=self.components, overwrite=self.overwrite, signing_key=self.signing_key)
         self.writer, self.global_vector = opened.writer, opened.global_vector
         self.start_round, self.history = opened.start_round, opened.history
         self.timings: list[dict[str, float]] = []
         self._ready = True
 
     def sample_clients(self, round: int) -> list[int]:
-        """The clients of ``round``: a seeded uniform sample without replacement, sorted."""
+        """Sorted ids: k of N without replacement (``federation.sampling="fixed"``) or Poisson at k/N (maybe none)."""
         n, k = self.config.partition.num_clients, self.config.clients_per_round
-        perm = torch.randperm(n, generator=generator(self.config.seed, "sample", round))
-        return sorted(perm[:k].tolist())
+        gen = generator(self.config.seed, "sample", round)
+        if self.config.federation.sampling == "poisson":
+            return (torch.rand(n, generator=gen, dtype=torch.float64) < k / n).nonzero().flatten().tolist()
+        return sorted(torch.randperm(n, generator=gen)[:k].tolist())
 
     def _evaluate(self, round: int, vector: torch.Tensor) -> dict[str, Any] | None:
         fed = self.config.federation
@@ -158,7 +160,7 @@ class Federation:
                 break
             t0 = time.perf_counter()
             ids = self.sample_clients(r)
-            view = self.engine.fit(r, ids, self.global_vector)
+            view = self.engine.fit(r, ids, self.global_vector) if ids else ServerView(client_ids=[], results=[])
             t1 = time.perf_counter()
             outcome = self.server.run(r, view, self.global_vector)
             t2 = time.perf_counter()

@@ -66,7 +66,9 @@ class ServerRound:
     def run(self, round: int, view: ServerView, global_vector: torch.Tensor) -> RoundOutcome:
         ids = list(view.client_ids)
         if not ids:
-            raise UpdateError(f"round {round}: no client results to aggregate")
+            if view.results or view.secure:
+                raise UpdateError(f"round {round}: client results without client ids")
+            return self._empty(round, global_vector)
         self.pipeline.check_tolerance(len(ids), sum(1 for c in ids if c in self.malicious))
         gen = generator(self.seed, "server", round)
         for component in self.components:
@@ -94,6 +96,20 @@ class ServerRound:
         metrics["aggregation"] = aggregate.info.to_json([str(c) for c in ids])
         metrics["detection"] = detection_counts(aggregate.info, [c in self.malicious for c in ids])
         return RoundOutcome(aggregate=aggregate, global_vector=new_global, metrics=metrics, client_updates=stored)
+
+    def _empty(self, round: int, global_vector: torch.Tensor) -> RoundOutcome:
+        """A round that sampled no client (Poisson sampling): a component's aggregate (e.g. DP noise), else none."""
+        gen = generator(self.seed, "server", round)
+        aggregate = next((a for a in (c.empty_round(round, global_vector, generator=gen) for c in self.components)
+                          if a is not None), None)
+        if aggregate is None:
+            aggregate = Aggregate(torch.zeros_like(global_vector), AggregateInfo.all_accepted(0))
+        new_global = global_vector + self.server_lr * aggregate.vector.to(torch.float32)
+        self.layout.check_vector(new_global, what=f"round {round} global adapter")
+        metrics = {"aggregation": aggregate.info.to_json([]), "detection": detection_counts(aggregate.info, []),
+                   "client_metrics": {}, "update_norms": {}}
+        return RoundOutcome(aggregate=aggregate, global_vector=new_global, metrics=metrics,
+                            client_updates={} if self.save_client_updates else None)
 
     def _secure(self, round: int, view: ServerView, gen: torch.Generator) -> Aggregate:
         if self.pipeline.requires_individual_updates:

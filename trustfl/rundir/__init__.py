@@ -11,6 +11,10 @@ process that wrote them. Layout::
     updates/round_0001/client_0003.safetensors    # client deltas ("delta"), optional
     state/round_0001.safetensors                  # server state tensors, optional
 
+Each round record carries the hash of the previous one (a hash chain); with
+``RunWriter.create(..., signing_key=...)`` every commit is signed with the operator's Ed25519
+key, checked by ``RunDir(path).verify(public_key=...)`` or :func:`verify_signature`.
+
 Example:
     >>> import tempfile, torch
     >>> from trustfl.rundir import RunDir, RunWriter
@@ -34,6 +38,17 @@ from trustfl.rundir.errors import (
 )
 from trustfl.rundir.manifest import FORMAT, layout_size
 from trustfl.rundir.reader import RunDir, VerifyReport
+from trustfl.rundir.signing import (
+    SignatureError,
+    SigningKeyError,
+    UnsignedRunError,
+    chain_problems,
+    generate_key,
+    key_id,
+    load_private_key,
+    load_public_key,
+    verify_signature,
+)
 from trustfl.rundir.writer import RunWriter
 
 __all__ = [
@@ -46,8 +61,17 @@ __all__ = [
     "RunDirError",
     "RunDirExistsError",
     "RunWriter",
+    "SignatureError",
+    "SigningKeyError",
+    "UnsignedRunError",
     "VerifyReport",
     "atomic_write_bytes",
+    "chain_problems",
+    "generate_key",
+    "key_id",
     "layout_size",
+    "load_private_key",
+    "load_public_key",
     "sha256_file",
+    "verify_signature",
 ]

@@ -9,6 +9,7 @@ process killed mid-write leaves at most a ``.tmp-*`` file behind (see :data:`TEM
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -88,6 +89,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> str:
 
 
 def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
-    """Serialize ``tensors`` (detached, CPU, contiguous copies) with str->str ``metadata``."""
-    prepared = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    return _st_save(prepared, metadata=dict(metadata))
+    """Serialize ``tensors`` (detached, CPU, contiguous copies) with str->str ``metadata``.
+
+    The bytes depend only on the tensors and metadata: safetensors writes ``__metadata__`` in the
+    iteration order of a Rust hash map (a new order in every process), so the header is rewritten
+    with its keys sorted. Same-seed runs therefore produce files with the same sha256.
+    """
+    prepared = {k: tensors[k].detach().to("cpu").contiguous().clone() for k in sorted(tensors)}
+    data = _st_save(prepared, metadata={k: metadata[k] for k in sorted(metadata)})
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    ordered = {"__metadata__": header.pop("__metadata__")} if "__metadata__" in header else {}
+    ordered.update(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"]))  # the data's own order
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes with trailing spaces
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]

@@ -6,7 +6,9 @@ and says what would be valid or how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from trustfl.errors import TrustFLError
@@ -18,7 +20,27 @@ __all__ = [
     "RoundOrderError",
     "RunDirError",
     "RunDirExistsError",
+    "advice",
+    "cli_advice",
 ]
+
+# Which advice an error gives for a fix: the library's (``overwrite=True``) or the CLI's (``--overwrite``).
+_CLI_ADVICE: contextvars.ContextVar[bool] = contextvars.ContextVar("trustfl_cli_advice", default=False)
+
+
+def advice(library: str, cli: str) -> str:
+    """``cli`` inside :func:`cli_advice` (the ``trustfl`` command), else ``library``."""
+    return cli if _CLI_ADVICE.get() else library
+
+
+@contextlib.contextmanager
+def cli_advice() -> Iterator[None]:
+    """Errors raised inside word their advice as command-line flags (``--overwrite``, ``--resume``)."""
+    token = _CLI_ADVICE.set(True)
+    try:
+        yield
+    finally:
+        _CLI_ADVICE.reset(token)
 
 
 class RunDirError(TrustFLError):
@@ -33,18 +55,20 @@ class ConfigMismatchError(RunDirError, ValueError):
     """``RunWriter.resume(config=...)`` was given a config that differs from the recorded one.
 
     Attributes:
-        differences: one human-readable line per differing top-level key.
+        differences: one line per differing leaf key, e.g. ``federation.rounds: recorded 2, given 3``.
     """
 
     def __init__(self, path: str | Path, differences: Sequence[str]) -> None:
         self.path = str(path)
         self.differences = list(differences)
         lines = "\n".join(f"  - {d}" for d in self.differences)
+        fix = advice("Resume with the recorded config (RunDir(path).config), pass config=None to skip the check, "
+                     "or start a new run directory.",
+                     "Resume with the recorded config (the same config file and --set values), or start a new run "
+                     "directory (another --out, or --overwrite to replace this one).")
         super().__init__(
             f"cannot resume run {self.path}: config differs from the one recorded in its "
-            f"manifest.json in {len(self.differences)} top-level key(s):\n{lines}\n"
-            "Resume with the recorded config (RunDir(path).config), pass config=None to skip "
-            "the check, or start a new run directory."
+            f"manifest.json in {len(self.differences)} key(s):\n{lines}\n{fix}"
         )
 
 

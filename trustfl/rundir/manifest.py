@@ -13,8 +13,12 @@ Manifest fields (format ``trustfl-run/1``):
 - ``completed_rounds``: number of committed training rounds.
 - ``rounds``: ``rounds[r]`` is the record of round ``r`` (``rounds[0]`` is the initial
   global, present once written): ``{"round", "global", "updates": {client_id: {"file",
-  "num_samples"}}, "state", "metrics"}``.
+  "num_samples"}}, "state", "metrics", "prev", "sha256"}``; ``prev`` is the hash of the previous
+  record (round 0: of the run's genesis) and ``sha256`` the hashes of the record's files: a hash
+  chain (:mod:`trustfl.rundir.signing`; absent in runs written before it existed).
 - ``files``: relative path -> sha256 of every file written (not ``manifest.json``).
+- ``signature`` (signed runs only): Ed25519 signature of a digest of every other field, renewed
+  at every commit (:func:`trustfl.rundir.signing.sign_manifest`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _st_load
 
 from trustfl.rundir.atomic import TEMP_PREFIX, sha256_bytes
-from trustfl.rundir.errors import CorruptRunError, RunDirError
+from trustfl.rundir.errors import CorruptRunError, RunDirError, advice
+from trustfl.rundir.signing import (
+    SignatureError,
+    UnsignedRunError,
+    as_public_key,
+    chain_problems,
+    key_id,
+    signature_problems,
+    signer,
+)
 from trustfl.rundir.manifest import (
     GLOBALS_DIR,
     METRICS_NAME,
@@ -47,6 +56,9 @@ class VerifyReport:
         incomplete: leftovers of an interrupted round or write (rounds above
             ``completed_rounds``, ``.tmp-*`` files, metrics lines of uncommitted rounds);
             ignored by readers, deleted by ``RunWriter.resume``.
+        signed_by: key id of the manifest's signature (``None``: unsigned run).
+        signature_trusted: the signature was checked against a public key the caller gave
+            (``False`` for a signed run verified without one: then only its consistency was checked).
     """
 
     path: str
@@ -54,12 +66,20 @@ class VerifyReport:
     checked: tuple[str, ...]
     untracked: tuple[str, ...]
     incomplete: tuple[str, ...]
+    signed_by: str | None = None
+    signature_trusted: bool = False
 
     def __str__(self) -> str:
+        if self.signed_by is None:
+            sig = "unsigned"
+        elif self.signature_trusted:
+            sig = f"signature by {self.signed_by} verified with the given key"
+        else:
+            sig = f"signed by {self.signed_by} (consistent; check it against a trusted public key)"
         return (
             f"run {self.path}: OK, {self.completed_rounds} completed round(s), "
             f"{len(self.checked)} file(s) verified, {len(self.untracked)} untracked, "
-            f"{len(self.incomplete)} incomplete-round leftover(s)"
+            f"{len(self.incomplete)} incomplete-round leftover(s), {sig}"
         )
 
 
@@ -185,15 +205,37 @@ class RunDir:
         return committed
 
     # ------------------------------------------------------------------ verify
-    def verify(self) -> VerifyReport:
-        """Hash and parse every file the manifest lists; find untracked and leftover files.
+    def verify(self, public_key: Any = None) -> VerifyReport:
+        """Hash and parse every file the manifest lists, check the round hash chain and the
+        signature; find untracked and leftover files.
+
+        Args:
+            public_key: the operator's trusted Ed25519 public key (object or PEM path). The run
+                must then be signed by it, with no manifest field changed since. Without it a
+                signed run's signature is checked against the key it records (corruption, not
+                forgery: anyone can re-sign with their own key).
 
         Raises:
             CorruptRunError: listing every missing, modified (sha256 mismatch), truncated or
-                unparsable file, each with its reason.
+                unparsable file and every break of the hash chain, each with its reason.
+            SignatureError: (a ``CorruptRunError``) the signature fails; names each field
+                changed after signing.
+            UnsignedRunError: ``public_key`` was given but the run is unsigned.
         """
         files: dict[str, str] = self._manifest["files"]
-        problems: list[tuple[str, str]] = []
+        sig_problems: list[tuple[str, str]] = []
+        signed_by = signer(self._manifest)
+        if public_key is not None:
+            key = as_public_key(public_key)
+            if signed_by is None:
+                raise UnsignedRunError(
+                    f"run {self._root} is unsigned: it carries no signature to check against {key_id(key)}; "
+                    "verify it without a key (file hashes only), and sign new runs with "
+                    + advice("signing_key=", "--sign-key FILE"))
+            sig_problems = signature_problems(self._manifest, key)
+        elif signed_by is not None:
+            sig_problems = signature_problems(self._manifest)
+        problems: list[tuple[str, str]] = [*sig_problems, *chain_problems(self._manifest)]
         checked: list[str] = []
         incomplete: list[str] = []
         roles = self._roles()
@@ -227,6 +269,8 @@ class RunDir:
                 problems.append((rel, "; ".join(reasons)))
             else:
                 checked.append(rel)
+        if sig_problems:
+            raise SignatureError(self._root, problems)
         if problems:
             raise CorruptRunError(self._root, problems)
         untracked: list[str] = []
@@ -246,6 +290,8 @@ class RunDir:
             checked=tuple(checked),
             untracked=tuple(untracked),
             incomplete=tuple(incomplete),
+            signed_by=signed_by,
+            signature_trusted=public_key is not None,
         )
 
     # ------------------------------------------------------------------ internals

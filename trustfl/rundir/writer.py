@@ -26,6 +26,7 @@ from trustfl.rundir.errors import (
     RoundOrderError,
     RunDirError,
     RunDirExistsError,
+    advice,
 )
 from trustfl.rundir.manifest import (
     FORMAT,
@@ -46,6 +47,16 @@ from trustfl.rundir.manifest import (
     update_relpath,
 )
 from trustfl.rundir.reader import RunDir
+from trustfl.rundir.signing import (
+    SigningKeyError,
+    as_private_key,
+    genesis_hash,
+    is_signed,
+    key_id,
+    record_hash,
+    sign_manifest,
+    signer,
+)
 
 __all__ = ["RunWriter"]
 
@@ -89,13 +100,15 @@ class RunWriter:
         1
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any], metrics_bytes: bytes, *, _token: object) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], metrics_bytes: bytes, *, _token: object,
+                 signing_key: Any = None) -> None:
         if _token is not _TOKEN:
             raise RunDirError("use RunWriter.create(...) or RunWriter.resume(...) to get a writer")
         self._root = path
         self._manifest = manifest
         self._d = layout_size(manifest["layout"])
         self._metrics_bytes = metrics_bytes
+        self._key = signing_key  # Ed25519 private key object (never written anywhere) or None
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -109,6 +122,7 @@ class RunWriter:
         fingerprints: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        signing_key: Any = None,
     ) -> RunWriter:
         """Start a new run directory at ``path`` and write its manifest (0 completed rounds).
 
@@ -122,13 +136,18 @@ class RunWriter:
             overwrite: replace an existing trustfl run directory. Only a directory whose
                 manifest.json is a trustfl manifest and which holds nothing but run files
                 is deleted; anything else is refused.
+            signing_key: sign the manifest at every commit with this Ed25519 private key (a key
+                object, or the path of its PEM file from ``trustfl keygen``; a path inside ``path``
+                is refused). Check with ``RunDir(path).verify(public_key=...)``.
 
         Raises:
             RunDirExistsError: ``path`` is non-empty and ``overwrite`` is False, or it is not
                 a trustfl run directory and would have to be deleted.
+            SigningKeyError: ``signing_key`` cannot be loaded or lies inside ``path``.
             RunDirError: an argument is invalid.
         """
         root = Path(path)
+        key = None if signing_key is None else as_private_key(signing_key, run_dir=root)
         manifest = new_manifest(
             config=config, layout=layout, seeds=seeds, fingerprints=fingerprints, extra=extra
         )
@@ -137,38 +156,58 @@ class RunWriter:
         if root.is_dir() and any(root.iterdir()):
             if not overwrite:
                 raise RunDirExistsError(
-                    f"run directory {root} already exists and is not empty. Pass overwrite=True "
-                    "to replace it (only a trustfl run directory is deleted), use "
-                    "RunWriter.resume(path) to continue it, or choose another path"
+                    f"run directory {root} already exists and is not empty. "
+                    + advice("Pass overwrite=True to replace it (only a trustfl run directory is deleted), "
+                             "use RunWriter.resume(path) to continue it, or choose another path",
+                             "Pass --overwrite to replace it (only a trustfl run directory is deleted), "
+                             "--resume to continue it, or choose another --out")
                 )
             _remove_run_dir(root)
         root.mkdir(parents=True, exist_ok=True)
         fsync_dir(root.parent)
-        writer = cls(root, manifest, b"", _token=_TOKEN)
+        writer = cls(root, manifest, b"", _token=_TOKEN, signing_key=key)
         manifest["files"][METRICS_NAME] = atomic_write_bytes(root / METRICS_NAME, b"")
         writer._commit(manifest)
         return writer
 
     @classmethod
     def resume(
-        cls, path: str | os.PathLike[str], *, config: Mapping[str, Any] | None = None
+        cls, path: str | os.PathLike[str], *, config: Mapping[str, Any] | None = None,
+        signing_key: Any = None,
     ) -> RunWriter:
         """Continue a run after its last committed round.
 
-        Verifies every file the manifest lists (sha256 + parse) and deletes what an
+        Verifies every file the manifest lists (sha256 + parse), the hash chain and, for a
+        signed run, the signature against ``signing_key``'s public key; then deletes what an
         interrupted round left behind (its tensors, temp files, uncommitted metrics lines).
 
         Args:
             path: an existing run directory.
             config: if given, must equal the recorded config (compared after JSON conversion).
+            signing_key: required for a signed run (its private key, object or PEM path; every
+                later commit is re-signed); refused for an unsigned one.
 
         Raises:
             CorruptRunError: a recorded file is missing, modified or unparsable.
-            ConfigMismatchError: ``config`` differs; lists the differing top-level keys.
+            SignatureError: the signed manifest was changed after signing.
+            SigningKeyError: a signed run without its key, another key, or a key for an unsigned run.
+            ConfigMismatchError: ``config`` differs; lists every differing leaf key.
         """
         run = RunDir(path)
-        report = run.verify()
         manifest = run.manifest
+        key = None if signing_key is None else as_private_key(signing_key, run_dir=run.path)
+        if is_signed(manifest) and key is None:
+            raise SigningKeyError(
+                f"run {run.path} is signed by {signer(manifest)}; resuming re-signs every commit and needs that "
+                f"private key: {advice('pass signing_key=', 'pass --sign-key FILE')}")
+        if key is not None and not is_signed(manifest):
+            raise SigningKeyError(
+                f"run {run.path} is unsigned; a signature added now would vouch for a history nobody signed. "
+                f"Resume it without a signing key, or start a new signed run")
+        if key is not None and signer(manifest) != key_id(key.public_key()):
+            raise SigningKeyError(
+                f"run {run.path} is signed by {signer(manifest)}, not by the given key {key_id(key.public_key())}")
+        report = run.verify(public_key=None if key is None else key.public_key())
         if config is not None:
             given = to_jsonable(config, where="config", nan="raise")
             diffs = _config_diff(manifest["config"], given)
@@ -190,7 +229,7 @@ class RunWriter:
         metrics_bytes = b"".join(lines[: manifest["completed_rounds"]])
         if len(lines) > manifest["completed_rounds"]:
             atomic_write_bytes(root / METRICS_NAME, metrics_bytes)
-        return cls(root, manifest, metrics_bytes, _token=_TOKEN)
+        return cls(root, manifest, metrics_bytes, _token=_TOKEN, signing_key=key)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -233,7 +272,8 @@ class RunWriter:
             rel, {"vector": vector}, {"round": "0", "kind": "global"}
         )
         manifest["rounds"].append(
-            {"round": 0, "global": rel, "updates": {}, "state": None, "metrics": None}
+            {"round": 0, "global": rel, "updates": {}, "state": None, "metrics": None,
+             "prev": genesis_hash(manifest), "sha256": {rel: manifest["files"][rel]}}
         )
         self._commit(manifest)
 
@@ -260,7 +300,11 @@ class RunWriter:
                 filename-safe str) -> ``(delta (d,) float32 finite, num_samples >= 0)``.
                 ``num_samples`` is recorded as reported (untrusted), not used.
             metrics: JSON-able dict; numpy/torch scalars are converted, NaN/Inf are written
-                as ``null``. The key ``"round"`` is reserved.
+                as ``null``. The key ``"round"`` is reserved. Dict keys (at any depth) may be
+                str or int, like the client ids of ``client_updates`` (e.g. per-client
+                metrics ``{0: {"loss": ...}}``); JSON keys are strings, so int keys are
+                written, and read back, as str (``0`` -> ``"0"``). ``0`` and ``"0"`` in one
+                dict collide and are rejected.
             state: server state tensors (any shapes/dtypes) needed to resume.
             component_state: JSON state of the run components (accountants, ...) needed to
                 resume, by component name; recorded in the round's manifest entry.
@@ -310,16 +354,20 @@ class RunWriter:
         line = json.dumps({"round": round, **metrics_json}, allow_nan=False).encode() + b"\n"
         metrics_bytes = self._metrics_bytes + line
         files[METRICS_NAME] = atomic_write_bytes(self._root / METRICS_NAME, metrics_bytes)
-        manifest["rounds"].append(
-            {
-                "round": round,
-                "global": grel,
-                "updates": record_updates,
-                "state": srel,
-                "components": components,
-                "metrics": metrics_json,
-            }
-        )
+        record = {
+            "round": round,
+            "global": grel,
+            "updates": record_updates,
+            "state": srel,
+            "components": components,
+            "metrics": metrics_json,
+        }
+        previous = manifest["rounds"][-1]
+        if "prev" in manifest["rounds"][0]:  # hash chain (runs written before it have none)
+            named = [grel, *(e["file"] for e in record_updates.values()), *([srel] if srel else [])]
+            record["prev"] = record_hash(previous)
+            record["sha256"] = {rel: files[rel] for rel in named}
+        manifest["rounds"].append(record)
         manifest["extra"].update(extra_json)
         manifest["completed_rounds"] = round
         self._commit(manifest)
@@ -337,7 +385,9 @@ class RunWriter:
 
     # ------------------------------------------------------------------ internals
     def _commit(self, manifest: dict[str, Any]) -> None:
-        """Atomically write ``manifest`` (the commit point); adopt it only on success."""
+        """Atomically write ``manifest`` (the commit point, signed when a key was given); adopt it only on success."""
+        if self._key is not None:
+            sign_manifest(manifest, self._key)
         atomic_write_bytes(self._root / MANIFEST_NAME, dumps_manifest(manifest))
         self._manifest = manifest
 
@@ -412,7 +462,8 @@ class RunWriter:
             return {}
         if not isinstance(metrics, Mapping):
             raise RunDirError(f"metrics of round {round} must be a dict, got {type(metrics).__name__}")
-        out = to_jsonable(metrics, where=f"metrics of round {round}", nan="null")
+        out = to_jsonable(_str_metric_keys(metrics, where=f"metrics of round {round}"),
+                          where=f"metrics of round {round}", nan="null")
         if "round" in out:
             if out["round"] != round:
                 raise RunDirError(
@@ -447,16 +498,43 @@ class RunWriter:
 _TOKEN = object()
 
 
-def _config_diff(recorded: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
-    """One line per top-level key that differs between two JSON-converted configs."""
+def _str_metric_keys(value: Any, *, where: str) -> Any:
+    """``value`` with int dict keys (at any depth) turned into str, as JSON stores them; other values as is."""
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            key = k
+            if not isinstance(k, (str, bool)):
+                try:
+                    key = str(operator.index(k))  # int, numpy / torch integers
+                except TypeError:
+                    key = k  # to_jsonable names the bad key
+            if key in out:
+                raise RunDirError(f"{where} has keys {k!r} and {key!r}; int keys are stored as str, so they collide")
+            out[key] = _str_metric_keys(v, where=f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_str_metric_keys(v, where=f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _config_diff(recorded: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """One line per differing leaf key of two JSON-converted configs, in full, e.g.
+    ``federation.rounds: recorded 2, given 3`` (tables are compared key by key)."""
+    def show(v: Any) -> str:
+        return json.dumps(v, sort_keys=True)
+
     diffs = []
     for k in sorted(set(recorded) | set(given)):
+        name = f"{prefix}{k}"
         if k not in given:
-            diffs.append(f"{k!r}: recorded {recorded[k]!r:.120}, missing from the given config")
+            diffs.append(f"{name}: recorded {show(recorded[k])}, missing from the given config")
         elif k not in recorded:
-            diffs.append(f"{k!r}: not in the recorded config, given {given[k]!r:.120}")
+            diffs.append(f"{name}: not in the recorded config, given {show(given[k])}")
+        elif isinstance(recorded[k], Mapping) and isinstance(given[k], Mapping):
+            diffs.extend(_config_diff(recorded[k], given[k], f"{name}."))
         elif recorded[k] != given[k] or type(recorded[k]) is not type(given[k]):
-            diffs.append(f"{k!r}: recorded {recorded[k]!r:.120}, given {given[k]!r:.120}")
+            diffs.append(f"{name}: recorded {show(recorded[k])}, given {show(given[k])}")
     return diffs
 
 
@@ -476,8 +554,10 @@ def _remove_run_dir(root: Path) -> None:
             else f"it has no valid trustfl manifest.json (format {FORMAT!r})"
         )
         raise RunDirExistsError(
-            f"refusing to overwrite {root}: {why}. overwrite=True only replaces a trustfl run "
-            "directory; choose another path or delete it yourself"
+            f"refusing to overwrite {root}: {why}. "
+            + advice("overwrite=True only replaces a trustfl run directory; choose another path",
+                     "--overwrite only replaces a trustfl run directory; choose another --out")
+            + " or delete it yourself"
         )
     for name in entries:
         p = root / name

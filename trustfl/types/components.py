@@ -18,6 +18,8 @@ Order of the hooks in a run::
     load_state_dict(state)             on resume, the state of the last complete round
     per round: check_budget(round)  -> transform_updates(...)  -> before_aggregate(...)
                -> after_round(report) (metrics; may raise StopFederation) -> state_dict()
+               (a round that sampled no client, e.g. under Poisson sampling: check_budget(round)
+               -> empty_round(...) -> after_round(report) -> state_dict())
 """
 
 from __future__ import annotations
@@ -161,6 +163,15 @@ class RunComponent:
 
     def before_aggregate(self, round: int, global_vector: torch.Tensor, pipeline: Any) -> None:
         """Just before aggregation (e.g. FLTrust's server update from the current global vector)."""
+
+    def empty_round(self, round: int, global_vector: torch.Tensor, *, generator: torch.Generator) -> Aggregate | None:
+        """Server side, a round that sampled no client (``federation.sampling = "poisson"``): the aggregate
+        to apply instead of the pipeline's (which needs at least one client), or None.
+
+        Client-level DP answers with its noise alone: an empty round is still a release and still spends
+        privacy. The first component that returns an aggregate decides; with none, the global stays.
+        """
+        return None
 
     def after_round(self, report: RoundReport) -> dict[str, Any]:
         """After aggregation, before the commit: metrics to add; may raise ``StopFederation``."""
