@@ -21,10 +21,12 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 	$(PIP) install --quiet --no-deps -c constraints.txt -r requirements-nodeps.txt
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	# headless Chromium for the audit report's rendering test (best effort: skipped where absent)
+	-(command -v chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/trustfl run examples/quickstart.toml --out runs/quickstart --overwrite
+	$(VENV)/bin/trustfl demo
 
 # Import contracts (.importlinter). They are checked on an installed copy of the package:
 # in the editable install attacks/, defenses/ and audits/ live outside trustfl/, where

@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = RunDir(args.out).verify()  # sha256 of every file against the manifest (= `trustfl verify OUT`)
     print(f"run directory {args.out}: {writer.completed_rounds} rounds, verified {len(report.checked)} files")
+    from trustfl.audits import run_audit  # the same audit as `trustfl audit OUT`: OUT/audit/report.html
+
+    for name, status, verdict in run_audit(args.out, sections="integrity,privacy,robustness", progress=False).summary():
+        print(f"audit {name}: {status}: {verdict}")
     return {"accuracy": accuracy, "epsilons": epsilons, "out": args.out}
 
 

@@ -20,6 +20,8 @@ def test_compose_your_own_loop_example_runs(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "round 2: accuracy" in proc.stdout and "verified" in proc.stdout
+    assert "audit integrity: pass" in proc.stdout and "audit robustness:" in proc.stdout
+    assert (out / "audit" / "report.html").is_file()
     run = RunDir(out)
     report = run.verify()
     assert report.completed_rounds == 2

@@ -26,7 +26,7 @@ def _substitute(code: str, old: str, new: str) -> str:
 def test_readme_starts_with_the_two_make_commands():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert lines[:4] == ["# trustfl", "", "```bash", "make demo    # creates .venv, installs everything "
-                         "(offline-capable), runs the quickstart federated job"]
+                         "(offline-capable), runs the main job: trustfl demo"]
     assert lines[4].startswith("make test ")
 
 

@@ -409,7 +409,11 @@ class RunDir:
         return None, committed, extra
 
     def _scan(self) -> Iterator[str]:
-        """Relative paths of every file under globals/, updates/, state/ and top-level temp files."""
+        """Relative paths of every file under globals/, updates/, state/ and top-level temp files.
+
+        Other folders are never scanned: ``audit/`` (``trustfl audit``'s report.html/json, written
+        into the run directory after the run) must not make a verified run report untracked files.
+        """
         for top in (GLOBALS_DIR, UPDATES_DIR, STATE_DIR):
             base = self._root / top
             if base.is_dir():
