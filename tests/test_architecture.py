@@ -148,3 +148,10 @@ def test_eval_exits_nonzero_and_separates_refusals_from_crashes(tmp_path, tiny_b
     monkeypatch.setattr("trustfl.federation.loop.Federation.run", boom)
     crashed = runner.run_cell(base, {}, str(tmp_path / "crashed"))
     assert crashed["status"] == "crashed" and "KeyError" in crashed["traceback"]
+
+
+def test_plugin_folders_are_linked_into_trustfl_not_copied():
+    """lint-imports walks trustfl/; the plug-in folders are visible there as symlinks to the root folders only."""
+    for name in ("attacks", "defenses", "audits"):
+        link = ROOT / "trustfl" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve(), name
