@@ -48,11 +48,9 @@ class AttackComponent(RunComponent):
             raise TypeError(f"update_attack: {update_attack!r} is not a trustfl.types.UpdateAttackStage")
         if (update_attack is not None or data_attack is not None) and not self.attackers and fraction is None:
             raise ConfigError("an update attack or shared data attack is set but no attackers were named")
-        self._seed = 0
 
     def setup(self, context: RunContext) -> None:
         n = context.num_clients
-        self._seed = context.seed
         if self.attackers is None:
             k = max(1, round(float(self.fraction or 0.0) * n)) if self.fraction is not None else 0
             self.attackers = sorted(torch.randperm(n, generator=generator(context.seed, "attackers"))[:k].tolist())

@@ -1,7 +1,7 @@
 """Registries of attacks by name, so configs can say ``attack.update = {name = "alie"}``.
 
-Kinds: ``data`` (rewrite a client's records: :class:`trustfl.federation.DataAttack`) and
-``update`` (rewrite the attackers' updates: :class:`trustfl.federation.UpdateAttack`).
+Kinds: ``data`` (rewrite a client's records: :class:`trustfl.types.DataAttackStage`) and
+``update`` (rewrite the attackers' updates: :class:`trustfl.types.UpdateAttackStage`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from scipy.stats import norm
 from trustfl.attacks import (ALIE, IPM, DistributedBackdoor, GaussianUpdate, LabelFlip, MinMax, MinSum, Scaling,
                              SignFlip, TextBackdoor, available_attacks, make_attack)
 from trustfl.data import make_dataset
-from trustfl.federation import AttackContext
+from trustfl.types import AttackContext
 
 
 def _ctx(benign: torch.Tensor | None, k: int = 2, seed: int = 0) -> AttackContext:

@@ -20,7 +20,7 @@ import torch
 
 from trustfl.defenses.dp.accounting import noise_multiplier_for
 from trustfl.defenses.dp.client_level import ClientClip, GaussianNoise, update_noise_multiplier
-from trustfl.defenses.dp.reporting import BudgetExhausted, ClientLevelAccountant, SampleLevelReport
+from trustfl.defenses.dp.reporting import ClientLevelAccountant, SampleLevelReport
 from trustfl.errors import ConfigError, StopFederation
 from trustfl.types import Aggregate, ClientPrivacyHook, RoundReport, RunComponent, RunContext
 
@@ -70,7 +70,6 @@ class ClientLevelDP(RunComponent):
 
     def __init__(self, *, clip: ClientClip, noise: GaussianNoise, accountant: ClientLevelAccountant) -> None:
         self.clip, self.noise, self.accountant = clip, noise, accountant
-        self.rounds_accounted = 0
 
     def configure_pipeline(self, pipeline: Any) -> Any:
         from trustfl.defenses.fedavg import FedAvg
@@ -88,8 +87,8 @@ class ClientLevelDP(RunComponent):
 
     def setup(self, context: RunContext) -> None:
         """Refuse a run whose sampling or estimator is not the one the accountant analyses."""
-        fed = getattr(context.config, "federation", None)
-        if fed is not None and fed.sampling != "poisson":
+        fed = context.config.federation
+        if fed.sampling != "poisson":
             raise ConfigError(f"federation.sampling: client-level DP accounts Poisson sampling of clients; set "
                               f"sampling = \"poisson\" (got {fed.sampling!r}: fixed-size rounds would make the "
                               "reported epsilon too small)")
@@ -117,13 +116,7 @@ class ClientLevelDP(RunComponent):
                                  "the run is finished (raise max_epsilon in a new run to train further)")
 
     def after_round(self, report: RoundReport) -> dict[str, Any]:
-        try:
-            out = self.accountant(report)
-        except BudgetExhausted:
-            self.rounds_accounted += 1
-            raise
-        self.rounds_accounted += 1
-        return out
+        return self.accountant(report)  # accounts the round; BudgetExhausted (a StopFederation) ends the run
 
     def manifest(self) -> dict[str, Any]:
         return {"privacy_client_stages": {"noise": self.noise.get_config(), "clip": self.clip.get_config(),
@@ -133,14 +126,13 @@ class ClientLevelDP(RunComponent):
         return {"privacy": {"client": self.accountant.summary()}}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rounds_accounted": self.rounds_accounted}
+        return {"rounds_accounted": self.accountant.ledger.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "rounds_accounted" not in state:
             raise ConfigError("resume: the run has rounds but no client-level accountant state; it was not run "
                               "with privacy.client, so its epsilon cannot be continued")
-        self.rounds_accounted = int(state["rounds_accounted"])
-        self.accountant.restore(self.rounds_accounted)
+        self.accountant.restore(int(state["rounds_accounted"]))
 
 
 def from_config(config: Any) -> list[RunComponent]:

@@ -9,7 +9,7 @@ cache the frozen blocks entirely, cost nothing extra.
 
 Two ways in:
 
-* :class:`DPAdapterTraining` — a :class:`~trustfl.federation.hooks.ClientPrivacy` hook for
+* :class:`DPAdapterTraining` — a :class:`~trustfl.types.ClientPrivacyHook` for
   trustfl's loop; one Opacus ``PrivacyEngine`` (one accountant) per client.
 * :func:`make_private` — your own PEFT model + optimizer + DataLoader, in three lines.
 

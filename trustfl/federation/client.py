@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from trustfl.federation.hooks import ClientPrivacy, ClientResult, PrivacyContext
+from trustfl.types import ClientPrivacyHook, ClientResult, PrivacyContext
 from trustfl.seeding import derive_seed, generator
 from trustfl.models.layout import ParamLayout
 from trustfl.models.prefix_cache import FrozenPrefix, PrefixStore, pad_hidden
@@ -73,14 +73,14 @@ class LocalTrainer:
         head_lr: learning rate of the task head (PEFT ``modules_to_save`` parameters); None = ``lr``.
         prefix: a :class:`FrozenPrefix` to cache and replay the frozen bottom blocks, or None.
         prefix_store: a :class:`PrefixStore` to share the cached prefix through disk across runs.
-        privacy: a :class:`ClientPrivacy` hook wrapping training (e.g. DP-SGD), or None.
+        privacy: a :class:`~trustfl.types.ClientPrivacyHook` wrapping training (e.g. DP-SGD), or None.
     """
 
     def __init__(self, model: nn.Module, layout: ParamLayout, batcher: Batcher, *, epochs: int = 1,
                  max_steps: int | None = None, batch_size: int = 16, lr: float = 5e-4,
                  weight_decay: float = 0.0, max_grad_norm: float | None = 1.0, optimizer: str = "adamw",
                  momentum: float = 0.0, head_lr: float | None = None, prefix: FrozenPrefix | None = None,
-                 privacy: ClientPrivacy | None = None,
+                 privacy: ClientPrivacyHook | None = None,
                  prefix_batch_size: int = 64, prefix_store: PrefixStore | None = None) -> None:
         self.model = model
         self.layout = layout

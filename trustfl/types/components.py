@@ -44,7 +44,6 @@ class RunContext:
     clients_per_round: int
     rounds: int
     progress: bool = True
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the trainer, once the model is loaded
 
 
 @dataclass
