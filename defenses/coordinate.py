@@ -5,9 +5,13 @@ Optimal Statistical Rates" (ICML): Definition 1 (coordinate-wise median), Defini
 (coordinate-wise beta-trimmed mean), Theorems 1 and 4 (error rates when a fraction alpha < 1/2 of
 the machines is Byzantine, and beta >= alpha for the trimmed mean).
 
-Both use one numpy partial sort along the client axis (``np.partition``, as fast as Flower's
-``np.median``); a column's result always lies between two honest values when fewer than half of the rows
-(trimmed mean: at most ``f`` per side) are Byzantine, whatever the Byzantine rows hold.
+Both read their order statistics and the per-client counts from one cache-blocked pass over the
+updates (:func:`trustfl.defenses._coordinate_kernels.column_order_stats`: column tiles transposed
+into cache, sorted row-wise with numpy's SIMD sort, counted while still in cache, tiles shared among
+``torch.get_num_threads()`` threads); the outputs equal Flower's ``aggregate_median`` (exactly) and
+``aggregate_trimmed_avg`` (up to float32 summation order). A column's result always lies between two
+honest values when fewer than half of the rows (trimmed mean: at most ``f`` per side) are
+Byzantine, whatever the Byzantine rows hold.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
+from trustfl.defenses._coordinate_kernels import column_order_stats
 from trustfl.defenses._robust import check_finite_updates, check_int, finite_result, midpoint, require_tolerance, working
 from trustfl.defenses.base import Aggregate, AggregateInfo
+from trustfl.errors import UpdateError
 from trustfl.types import AggregatorStage
 
 __all__ = ["CoordinateMedian", "TrimmedMean"]
@@ -47,14 +53,13 @@ class CoordinateMedian(AggregatorStage):
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
                  generator: torch.Generator | None = None,
                  client_ids: Sequence[int] | None = None) -> Aggregate:
-        n, d = check_finite_updates("median", updates)
+        n, d = _check_updates("median", updates)
         x = working(updates)  # float16/bfloat16 -> float32 (numpy has no bfloat16)
         lo, hi = (n - 1) // 2, n // 2
-        part = np.partition(x.detach().numpy(), sorted({lo, hi}), axis=0)  # one partial sort, numpy
-        low, high = torch.from_numpy(part[lo]), torch.from_numpy(part[hi])
-        vector = low.clone() if lo == hi else midpoint(low, high)  # no overflow near the float32 maximum
-        del part
-        counts = ((x >= low) & (x <= high)).sum(dim=1)  # rows holding a middle value
+        stats = column_order_stats(x.detach().numpy(), lo, hi)  # one pass: middle values and per-row counts
+        low, high = torch.from_numpy(stats.low), torch.from_numpy(stats.high)
+        vector = low if lo == hi else midpoint(low, high)  # no overflow near the float32 maximum
+        counts = torch.from_numpy(stats.inside)  # rows holding a middle value (ties included)
         info = AggregateInfo.all_accepted(n)
         info.scores["median_frac"] = counts.to(torch.float64) / d
         return Aggregate(vector=finite_result("median", vector, updates.dtype), info=info)
@@ -94,19 +99,17 @@ class TrimmedMean(AggregatorStage):
     def __call__(self, updates: torch.Tensor, weights: torch.Tensor | None = None, *,
                  generator: torch.Generator | None = None,
                  client_ids: Sequence[int] | None = None) -> Aggregate:
-        n, d = check_finite_updates("trimmed_mean", updates)
+        n, d = _check_updates("trimmed_mean", updates)
         f = self.f
         require_tolerance("trimmed_mean", n, f, 2 * f < n, f"2f < n to trim the configured f={f} per side")
 
         x = working(updates)  # float16/bfloat16 -> float32 (numpy has no bfloat16)
         if f == 0:
             vector, counts = _safe_mean(x.detach().numpy()), None
-        else:
-            part = np.partition(x.detach().numpy(), [f, n - f - 1], axis=0)  # one partial sort, numpy
-            vector = _safe_mean(part[f:n - f])
-            low, high = torch.from_numpy(part[f]), torch.from_numpy(part[n - f - 1])
-            del part
-            counts = ((x < low) | (x > high)).sum(dim=1)  # coordinates where the row was trimmed
+        else:  # one pass: the mean of ranks f..n-f-1 and, per row, the coordinates inside [rank f, rank n-f-1]
+            stats = column_order_stats(x.detach().numpy(), f, n - f - 1, middle_mean=True)
+            vector = torch.from_numpy(stats.middle_mean)
+            counts = d - torch.from_numpy(stats.inside)  # coordinates where the row was trimmed (outside the range)
         frac = (counts.to(torch.float64) / d) if counts is not None else torch.zeros(n, dtype=torch.float64)
         info = AggregateInfo.all_accepted(n)
         info.accepted = frac < 1.0
@@ -115,6 +118,14 @@ class TrimmedMean(AggregatorStage):
         info.reasons = [f"trimmed in {100 * float(p):.0f}% of coordinates" if p > self.flag_above else ""
                         for p in frac]
         return Aggregate(vector=finite_result("trimmed_mean", vector, updates.dtype), info=info)
+
+
+def _check_updates(owner: str, updates: torch.Tensor) -> tuple[int, int]:
+    """``check_finite_updates`` plus ``d >= 1``: a per-client fraction of zero coordinates would be NaN."""
+    n, d = check_finite_updates(owner, updates)
+    if d == 0:
+        raise UpdateError(f"{owner}: updates have no coordinates (shape {tuple(updates.shape)}); nothing to aggregate")
+    return n, d
 
 
 def _safe_mean(rows: np.ndarray) -> torch.Tensor:
