@@ -55,6 +55,12 @@ def _dedup_components(config):  # type: ignore[no-untyped-def]
     return from_config(config)
 
 
+def _secure_aggregation_components(config):  # type: ignore[no-untyped-def]
+    from trustfl.defenses.secure_aggregation.component import from_config
+
+    return from_config(config)
+
+
 def _validate(config):  # type: ignore[no-untyped-def]
     """Names and options of the server pipeline, its Byzantine tolerance for the configured n and f
     (before any data or model is loaded), and the DP / pipeline composition rules."""
@@ -94,6 +100,9 @@ def _validate(config):  # type: ignore[no-untyped-def]
                           "per round (federation.clients_per_round / fraction), lower f, or pick an aggregator "
                           "that tolerates it (docs/defenses.md)") from None
     validate(config)
+    from trustfl.defenses.secure_aggregation.component import validate as validate_secure
+
+    validate_secure(config)
 
 
 def _register_sections() -> None:
@@ -102,9 +111,13 @@ def _register_sections() -> None:
 
     register_section("privacy", PrivacySettings, owner="trustfl.defenses")
     register_section("dedup", DedupSettings, owner="trustfl.defenses")
+    from trustfl.defenses.secure_aggregation.settings import SecureAggregationSettings
+
+    register_section("secure_aggregation", SecureAggregationSettings, owner="trustfl.defenses")
 
 
 _register_sections()
 register_component("trustfl.defenses.dp", _privacy_components)
 register_component("trustfl.defenses.dedup", _dedup_components)
+register_component("trustfl.defenses.secure_aggregation", _secure_aggregation_components)
 register_validator("trustfl.defenses", _validate)

@@ -1,7 +1,7 @@
 """The bottom layer: value types, stage contracts and protocols. Imports nothing else of trustfl."""
 
 from trustfl.types.components import (ClientDataContext, PipelineLike, RunComponent, RunContext, SecureAggregator,
-                                      ServerView)
+                                      SecureRound, SecureSum, ServerView, TrustedSum)
 from trustfl.types.stages import (AggregatorStage, ClientPrivacyHook, DataAttackStage, PostStageBase, PreStage, Stage,
                                   UpdateAttackStage, config_value)
 from trustfl.types.values import Aggregate, AggregateInfo, AttackContext, ClientResult, PrivacyContext, RoundReport
@@ -23,8 +23,11 @@ __all__ = sorted([
     "RunComponent",
     "RunContext",
     "SecureAggregator",
+    "SecureRound",
+    "SecureSum",
     "ServerView",
     "Stage",
+    "TrustedSum",
     "UpdateAttackStage",
     "config_value",
 ])

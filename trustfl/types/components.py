@@ -13,6 +13,7 @@ Order of the hooks in a run::
     prepare_clients(splits, context)   client side: rewrite each client's (train, holdout) datasets
     client_privacy()                   client side: the privacy hook every client's training uses
     configure_pipeline(pipeline)       server side: add stages (e.g. DP clipping and noise)
+    secure_aggregator()                the secure aggregation it supplies, if any (e.g. MPC)
     eval_sets(test)                    extra evaluation sets (e.g. backdoor success)
     manifest()                         facts for the run manifest
     load_state_dict(state)             on resume, the state of the last complete round
@@ -31,7 +32,8 @@ import torch
 
 from trustfl.types.values import Aggregate, ClientResult, RoundReport
 
-__all__ = ["ClientDataContext", "PipelineLike", "RunComponent", "RunContext", "SecureAggregator", "ServerView"]
+__all__ = ["ClientDataContext", "PipelineLike", "RunComponent", "RunContext", "SecureAggregator", "SecureRound",
+           "SecureSum", "ServerView", "TrustedSum"]
 
 
 @dataclass
@@ -99,9 +101,49 @@ class PipelineLike(Protocol):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
+@dataclass
+class SecureSum:
+    """What a secure aggregation round reveals: the (weighted, possibly clipped and noised) sum only.
+
+    ``total`` is None when no client's shares arrived complete; ``client_ids`` are the clients in the
+    sum, ``dropped`` the sampled ones left out; ``anomalous`` the clients whose revealed anomaly bit is
+    set (None when not computed); ``revealed`` facts for the post-stages (e.g. the norm bound).
+    """
+
+    total: torch.Tensor | None
+    weight_sum: float
+    client_ids: list[int]
+    dropped: list[int] = field(default_factory=list)
+    anomalous: list[int] | None = None
+    revealed: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class SecureRound(Protocol):
+    """One round of secure aggregation: each client ``submit``s (client side), then ``finish`` reveals the sum."""
+
+    def submit(self, client_id: int, update: torch.Tensor, weight: float = 1.0) -> None: ...
+
+    def finish(self) -> SecureSum: ...
+
+
 @runtime_checkable
 class SecureAggregator(Protocol):
-    """Return ``sum_i weights[i] * updates[i]`` and ``sum_i weights[i]`` without revealing any row."""
+    """Secure aggregation: per round, clients hand in their updates as shares and only the sum is revealed.
+
+    ``open_round`` is called by the engine before the round's clients train; each client's update
+    goes to :meth:`SecureRound.submit` as soon as it exists, and the server view gets only
+    :meth:`SecureRound.finish`'s :class:`SecureSum` (``trustfl.defenses.secure_aggregation``).
+    """
+
+    def open_round(self, round: int, client_ids: Sequence[int], *, dim: int,
+                   global_vector: torch.Tensor | None = None) -> SecureRound: ...
+
+
+@runtime_checkable
+class TrustedSum(Protocol):
+    """A secure-sum hook computed by a trusted party that sees every row (tests, trusted deployments):
+    return ``sum_i weights[i] * updates[i]`` and ``sum_i weights[i]``. Not secure aggregation by MPC."""
 
     def weighted_sum(self, updates: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, float]: ...
 
@@ -130,6 +172,10 @@ class RunComponent:
     def configure_pipeline(self, pipeline: Any) -> Any:
         """Server side: return the pipeline to use (e.g. with DP stages added)."""
         return pipeline
+
+    def secure_aggregator(self) -> "SecureAggregator | None":
+        """The secure aggregation this component supplies (the engine then hands the server only sums), or None."""
+        return None
 
     def eval_sets(self, test: Any) -> dict[str, tuple[Any, int]]:
         """Extra evaluation sets ``{metric_name: (records, target_label)}``; accuracy on each is reported."""
