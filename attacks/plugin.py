@@ -1,4 +1,4 @@
-"""The attacks plug-in: registers attacks, the ``[attack]`` config section and its run component.
+"""The attacks plug-in: registers attacks, the ``[attack]`` and ``[canaries]`` config sections and their run components.
 
 Light on purpose (imported whenever a config is loaded): factories are lazy ``"module:Name"`` strings.
 """
@@ -35,6 +35,11 @@ def _register() -> None:
     register_section("attack", AttackSettings, owner="trustfl.attacks")
     register_validator("trustfl.attacks", validate)
     register_component("trustfl.attacks", _components)
+    from trustfl.attacks.membership.canaries import CanarySettings, canaries_from_config, validate_canaries
+
+    register_section("canaries", CanarySettings, owner="trustfl.attacks")  # one-run privacy audit canaries
+    register_validator("trustfl.attacks", validate_canaries)
+    register_component("trustfl.attacks", canaries_from_config)
 
 
 _register()

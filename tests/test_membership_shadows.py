@@ -1,0 +1,112 @@
+"""Shadow adapters trained by the real federated loop: cached, resumable, membership recorded, losses right."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trustfl.attacks.membership import (LiRA, MembershipError, RMIA, ShadowSet, per_record_loss,
+                                        train_shadow_adapters)
+from trustfl.config import RunConfig
+
+
+def _config(model_dir: str, **over) -> RunConfig:
+    data = {
+        "name": "target", "seed": 0,
+        "model": {"name": model_dir, "max_length": 24},
+        "lora": {"r": 2, "top_layers": 1},
+        "data": {"name": "sms_spam", "max_records": 200, "holdout_fraction": 0.1},
+        "partition": {"num_clients": 2, "scheme": "iid"},
+        "client": {"batch_size": 8, "max_steps": 2, "lr": 5e-3},
+        "federation": {"rounds": 1},
+    }
+    for key, value in over.items():
+        section, field = key.split("__")
+        data.setdefault(section, {})[field] = value
+    return RunConfig.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    from trustfl.data import load_dataset_source
+
+    ds = load_dataset_source("sms_spam").shuffle(seed=0)
+    return ds.select(range(80)), ds.select(range(80, 100))  # shadow pool, disjoint candidates
+
+
+@pytest.fixture(scope="module")
+def shadows(tiny_bert_dir, pool, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shadows")
+    return train_shadow_adapters(_config(tiny_bert_dir), pool[0], 2, out / "s", rounds=1)
+
+
+def test_shadows_record_membership_and_resume(shadows, pool, tiny_bert_dir):
+    population, candidates = pool
+    assert len(shadows) == 2
+    mask = shadows.membership(population)
+    assert mask.shape == (2, 80)
+    # each shadow drew half the pool, then the loop's own test (20%) and holdout (10%) splits removed some
+    for row in mask:
+        assert 15 <= int(row.sum()) <= 40
+    assert not torch.equal(mask[0], mask[1])  # different random subsets
+    assert not shadows.membership(candidates).any()  # disjoint records are OUT of every shadow
+    assert not list(shadows.out_dir.rglob(".subset.jsonl"))  # the subset's text file is gone after training
+    meta = json.loads((shadows.out_dir / "shadow_000" / "meta.json").read_text())
+    assert all(len(h) == 64 for h in meta["members"])  # hashes, not text
+    before = (shadows.out_dir / "shadow_000" / "adapter.safetensors").stat().st_mtime_ns
+    again = train_shadow_adapters(_config(tiny_bert_dir), population, 2, shadows.out_dir, rounds=1)
+    assert (shadows.out_dir / "shadow_000" / "adapter.safetensors").stat().st_mtime_ns == before  # reused
+    assert torch.equal(again.membership(population), mask)
+    assert len(ShadowSet.open(shadows.out_dir)) == 2
+
+
+def test_shadow_losses_equal_per_record_loss(shadows, pool):
+    _, candidates = pool
+    losses = shadows.losses(candidates, batch_size=7)  # prefix computed once, replayed per shadow
+    assert losses.shape == (2, 20) and losses.dtype == torch.float64
+    for i in range(2):
+        model, tok = shadows.model(i)
+        want = per_record_loss(model, candidates, tokenizer=tok, task="classification", max_length=24)
+        torch.testing.assert_close(losses[i], want, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(losses[0], losses[1])  # two different adapters
+
+
+def test_lira_and_rmia_fit_from_shadows(shadows, pool):
+    population, candidates = pool
+    target, tok = shadows.model(0)
+    sl = shadows.losses(population)
+    s = LiRA(online=True).fit(shadow_losses=torch.cat([sl, sl]), shadow_in=torch.cat(
+        [shadows.membership(population), ~shadows.membership(population)])).score(
+        target, population, tokenizer=tok, task="classification", max_length=24)
+    assert s.shape == (80,) and torch.isfinite(s).all()
+    r = RMIA().fit(reference_losses=shadows.losses(candidates.select(range(10))), population=candidates.select(range(10, 20)),
+                   population_reference_losses=shadows.losses(candidates.select(range(10, 20)))).score(
+        target, candidates.select(range(10)), tokenizer=tok, task="classification", max_length=24)
+    assert ((0 <= r) & (r <= 1)).all()
+
+
+def test_shadow_hostile(tiny_bert_dir, pool, tmp_path, shadows):
+    population, _ = pool
+    cfg = _config(tiny_bert_dir)
+    with pytest.raises(MembershipError, match="n="):
+        train_shadow_adapters(cfg, population, 0, tmp_path / "a")
+    with pytest.raises(MembershipError, match="in_fraction"):
+        train_shadow_adapters(cfg, population, 1, tmp_path / "a", in_fraction=0.0)
+    with pytest.raises(MembershipError, match="empty"):
+        train_shadow_adapters(cfg, [], 1, tmp_path / "a")
+    with pytest.raises(MembershipError, match="RunConfig"):
+        train_shadow_adapters({"model": {}}, population, 1, tmp_path / "a")
+    with pytest.raises(MembershipError, match="different"):  # same dir, another pool
+        train_shadow_adapters(cfg, population.select(range(40)), 2, shadows.out_dir, rounds=1)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "precious.txt").write_text("x")
+    with pytest.raises(MembershipError, match="not a shadow directory"):
+        train_shadow_adapters(cfg, population, 1, tmp_path / "busy")
+    assert (tmp_path / "busy" / "precious.txt").read_text() == "x"
+    with pytest.raises(MembershipError, match="lacks classes"):
+        spam_only = population.filter(lambda r: r["label"] == 0).select(range(3))
+        train_shadow_adapters(cfg, spam_only, 1, tmp_path / "b", in_fraction=0.4)
+    with pytest.raises(MembershipError, match="shadows.json"):
+        ShadowSet.open(tmp_path)
