@@ -1,4 +1,6 @@
-"""Privacy section: the (ε, δ) accounted at each level and the guarantee it gives (docs/dp.md).
+"""Privacy section: the (ε, δ) accounted at each level and the guarantee it gives (docs/dp.md), then what
+an attacker measures: membership inference on the final adapter and the one-run empirical ε lower bound
+from the run's canaries, next to the accountant's ε (trustfl.audits.privacy, docs/privacy_audit.md).
 
 Sample level: one training record of one client (add/remove), per client and their max.
 Client level: all data of one client (add/remove), with z, q and the client sampling.
@@ -6,6 +8,7 @@ Client level: all data of one client (add/remove), with z, q and the client samp
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from trustfl.audits.report.result import Finding, NotChecked, SectionResult
@@ -146,12 +149,11 @@ def audit(run: Any, settings: AuditSettings) -> SectionResult:
                 f"metrics carry ε-like values ({', '.join(loose)}) but no privacy accounting was recorded "
                 "(δ, level and neighbouring relation unknown): not audited as a guarantee", "warn"))
 
-    res.not_checked.append(NotChecked("membership inference / empirical epsilon",
-                                      "the privacy-attacks issue has not landed yet"))
+    attacks = _attacks(run, settings, res)
     if not levels:
-        res.status = "warn"
+        res.status = "fail" if any(f.severity == "fail" for f in res.findings) else "warn"
         res.verdict = ("no formal privacy guarantee: the run used no differential privacy "
-                       "(no sample- or client-level accounting recorded)")
+                       "(no sample- or client-level accounting recorded)") + attacks
         res.not_checked.append(NotChecked("accounted ε", "the run recorded no DP accounting (privacy.sample / "
                                                          "privacy.client not set)"))
         return res
@@ -159,4 +161,81 @@ def audit(run: Any, settings: AuditSettings) -> SectionResult:
     warns = [f for f in res.findings if f.severity == "warn"]
     res.status = "fail" if fails else ("warn" if warns else "pass")
     res.verdict = "; ".join(guarantees) + (f"; {fails[0].title}" if fails else (f"; {warns[0].title}" if warns else ""))
+    res.verdict += attacks
     return res
+
+
+# options of the privacy audit inside `trustfl audit` (options["privacy"] overrides; docs/privacy_audit.md)
+# (no shadow federations by default: `trustfl audit privacy RUN_DIR` trains them for LiRA / RMIA)
+SECTION_DEFAULTS: dict[str, Any] = {"max_records": 500, "bootstrap": 200, "shadows": 0,
+                                    "attacks": ("loss", "reference")}
+
+
+def _attacks(run: Any, settings: AuditSettings, res: SectionResult) -> str:
+    """Membership inference and the one-run canary audit (trustfl.audits.privacy), next to the accountant's ε.
+
+    Returns the verdict's suffix. A run the audit cannot rebuild (e.g. your own loop's, without a trustfl
+    config) is reported as not checked, with why; the accounting above stands either way.
+    """
+    from trustfl.audits.privacy import PrivacyAuditSettings, privacy_audit
+    from trustfl.errors import TrustFLError
+
+    opts = settings.options.get("privacy") if isinstance(settings.options.get("privacy"), dict) else {}
+    what = "membership inference / empirical epsilon"
+    try:
+        pas = PrivacyAuditSettings.from_options({**SECTION_DEFAULTS, "progress": bool(settings.progress), **opts})
+        out = privacy_audit(run, pas)
+    except TrustFLError as exc:  # a run that cannot be rebuilt, missing holdouts, changed data: say why
+        res.not_checked.append(NotChecked(what, str(exc).splitlines()[0]))
+        return ""
+    except Exception as exc:  # noqa: BLE001 - the accounting part must survive a crash of the attacks
+        res.not_checked.append(NotChecked(what, f"the privacy audit crashed: {type(exc).__name__}: {exc}"))
+        res.findings.append(Finding(f"membership audit crashed ({type(exc).__name__})", "warn"))
+        return ""
+    summary = out.to_dict()
+    res.data["membership"] = out.membership
+    res.data["membership_records"] = out.data
+    res.data["empirical_epsilon"] = out.canaries
+    res.data["privacy_audit_files"] = {k: str(v) for k, v in out.paths.items()}
+    for part, why in out.not_run.items():
+        res.not_checked.append(NotChecked({"membership": "membership inference",
+                                           "canaries": "empirical epsilon (canaries)"}.get(part, part), why))
+    for name, info in out.membership.items():
+        if "skipped" in info:
+            res.not_checked.append(NotChecked(f"membership attack {name!r}", info["skipped"]))
+    if "roc" in out.paths:
+        res.figures["membership_roc"] = Path(out.paths["roc"]).read_bytes()
+    suffix = ""
+    best = summary["summary"].get("best_attack")
+    if best is not None:
+        b = out.membership[best]
+        k = next(iter(b["tpr_at_fpr"]))
+        res.checked.append(f"membership inference ({', '.join(n for n, v in out.membership.items() if 'auc' in v)}) "
+                           f"on {b['n_members']} members (client training records) vs {b['n_nonmembers']} "
+                           "non-members (client holdouts)")
+        leak = b["auc_ci"][0] > 0.5
+        res.findings.append(Finding(
+            f"best membership attack {best}: AUC {b['auc']:.3f} (CI {b['auc_ci'][0]:.3f}-{b['auc_ci'][1]:.3f}), "
+            f"TPR {b['tpr_at_fpr'][k]:.3f} at FPR {k}" + ("" if leak else " (not distinguishable from chance)"),
+            "warn" if leak else "info", {"attack": best, **{m: b[m] for m in ("auc", "auc_ci", "tpr_at_fpr")}}))
+        suffix += f"; MIA best AUC {b['auc']:.3f} ({best})"
+    if out.canaries:
+        c = out.canaries
+        res.checked.append(f"one-run canary audit (Steinke et al. 2023): {c['canaries']} canaries, "
+                           f"{c['included']} planted, confidence {c['confidence']}")
+        acc = c.get("accounted")
+        eps = c["epsilon_lower_bound"]
+        if acc and not c.get("empirical_within_accounted", True):
+            res.findings.append(Finding(
+                f"empirical ε lower bound {eps:.3f} EXCEEDS the accounted {acc['level']}-level ε "
+                f"{acc['epsilon']:.3f}: "
+                "the DP implementation or its accounting is wrong (or a 1 - confidence chance)", "fail", c))
+        elif acc:
+            res.findings.append(Finding(
+                f"empirical ε lower bound {eps:.3f} <= accounted ε {acc['epsilon']:.3f} ({acc['level']} level; "
+                f"tightness {c['tightness']:.1%})", "info", {k: c[k] for k in ("epsilon_lower_bound", "tightness")}))
+        else:
+            res.findings.append(Finding(f"empirical ε lower bound {eps:.3f} at confidence {c['confidence']} "
+                                        "(no accountant to compare with)", "warn" if eps > 0 else "info"))
+        suffix += f"; empirical ε >= {eps:.2f}" + (f" (accounted {acc['epsilon']:.2f})" if acc else "")
+    return suffix

@@ -1,0 +1,311 @@
+"""Membership inference against a run's final global adapter: every attack's scores on members and non-members,
+their ROC AUC and TPR at low FPR with bootstrap CIs (:func:`trustfl.attacks.membership.membership_metrics`).
+
+Attacks are found by name among the :class:`~trustfl.attacks.membership.MembershipAttack` subclasses that
+``trustfl.attacks.membership`` exports. Reference-calibrated attacks get a **shadow adapter**: the run's own
+training recipe (same FM, adapters, optimiser, epochs x rounds) applied to population records that the run
+never used (source rows outside every client's data and outside the test split, else the test split), so
+the reference knows the data distribution but none of the audited records (Carlini et al. 2021, 2022;
+Watson et al. 2022). Scores and shadow adapters are cached in ``RUN_DIR/audit/privacy/cache`` (resumable;
+keys include the run's adapter hash and the records' fingerprint, so a changed input never hits the cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from trustfl.audits.privacy.settings import PrivacyAuditError, PrivacyAuditSettings
+
+__all__ = ["AttackOutcome", "ScoreCache", "available_attacks", "membership_audit", "shadow_reference"]
+
+
+# ---------------------------------------------------------------------------------------------------- cache
+class ScoreCache:
+    """JSON score files under ``directory`` keyed by a sha256 of what produced them (atomic writes)."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    @staticmethod
+    def key(**parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def get(self, name: str, key: str) -> dict[str, Any] | None:
+        if self.directory is None:
+            return None
+        path = self.directory / f"{name}-{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None  # a broken cache file is recomputed, never trusted
+
+    def put(self, name: str, key: str, value: dict[str, Any]) -> None:
+        if self.directory is None:
+            return
+        from trustfl.rundir import atomic_write_bytes
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.directory / f"{name}-{key}.json", json.dumps(value).encode())
+
+    def tensor(self, name: str, key: str) -> torch.Tensor | None:
+        if self.directory is None or not (self.directory / f"{name}-{key}.safetensors").is_file():
+            return None
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(self.directory / f"{name}-{key}.safetensors"))["vector"]
+        except Exception:  # noqa: BLE001 - a truncated cache file is recomputed
+            return None
+
+    def put_tensor(self, name: str, key: str, vector: torch.Tensor) -> None:
+        if self.directory is None:
+            return
+        from safetensors.torch import save
+
+        from trustfl.rundir import atomic_write_bytes
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.directory / f"{name}-{key}.safetensors", save({"vector": vector.contiguous()}))
+
+
+# ---------------------------------------------------------------------------------------------------- attacks
+def available_attacks() -> dict[str, type]:
+    """``{name: class}`` of every membership attack ``trustfl.attacks.membership`` exports."""
+    import trustfl.attacks.membership as mia
+
+    out: dict[str, type] = {}
+    for export in mia.__all__:
+        try:
+            obj = getattr(mia, export)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(obj, type) and issubclass(obj, mia.MembershipAttack) and obj is not mia.MembershipAttack:
+            out[obj.name] = obj
+    return out
+
+
+@dataclass
+class AttackOutcome:
+    """One attack's scores (members, non-members) and metrics, or why it did not run."""
+
+    name: str
+    metrics: dict[str, Any] | None = None
+    member_scores: list[float] = field(default_factory=list)
+    nonmember_scores: list[float] = field(default_factory=list)
+    skipped: str | None = None
+    seconds: float = 0.0
+    cached: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------- shadow
+def population_records(run: Any, cfg: Any, *, exclude_texts: set[str], n: int, seed: int) -> Any:
+    """Records the run never trained on nor held out: source rows outside every client's data (else the test rows),
+    without any text of ``exclude_texts``; a seeded sample of at most ``n``."""
+    import numpy as np
+
+    from trustfl.data import load_dataset_source
+
+    extra = run.manifest.get("extra") or {}
+    used: set[int] = set()
+    for info in (extra.get("clients") or {}).values():
+        used.update(int(r) for r in info.get("train_rows", []) + info.get("holdout_rows", []))
+    test_rows = [int(r) for r in extra.get("test_rows") or []]
+    ds = load_dataset_source(cfg.data.name, text_column=cfg.data.text_column, label_column=cfg.data.label_column)
+    pool = [i for i in range(len(ds)) if i not in used and i not in set(test_rows)]
+    if len(pool) < 10:
+        pool = test_rows  # the run used the whole source: the test split is the only population data
+    keep = [i for i in pool if ds[i]["text"] not in exclude_texts]
+    if not keep:
+        raise PrivacyAuditError(f"{run.path}: no population records left to train a shadow adapter on")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.permutation(keep)[:n].tolist())
+    return ds.select(chosen)
+
+
+def shadow_reference(run: Any, rm: Any, cfg: Any, population: Any, *, cache: ScoreCache, seed: int = 0,
+                     progress: bool = False) -> torch.Tensor:
+    """A shadow adapter: the run's recipe (rounds x local epochs from the run's initial adapter) on ``population``,
+    as one client. Cached by the run's initial adapter, the recipe and the population's fingerprint."""
+    from trustfl.data import fingerprint_dataset
+    from trustfl.federation.clients import tokenize_examples
+    from trustfl.federation.setup import build_model_side
+
+    cols = ["text", "label"] if cfg.model.task == "classification" else ["text"]
+    key = cache.key(initial=hashlib.sha256(rm.initial.numpy().tobytes()).hexdigest(), client=cfg.client.__dict__,
+                    rounds=cfg.federation.rounds, lora=str(cfg.lora), data=fingerprint_dataset(population, cols),
+                    seed=seed)
+    hit = cache.tensor("shadow", key)
+    if hit is not None and hit.numel() == rm.vector.numel():
+        return hit
+    labels = (run.manifest.get("extra") or {}).get("label_names")
+    side = build_model_side(cfg, num_labels=len(labels) if labels else None, privacy=None)
+    examples = side.trainer.attach_prefix(tokenize_examples(population, side.fm.tokenizer,
+                                                            max_length=cfg.model.max_length, task=cfg.model.task))
+    vector = rm.initial.clone()
+    server_lr = float(cfg.server.server_lr)
+    for r in tqdm(range(1, cfg.federation.rounds + 1), desc="shadow adapter", unit="round", disable=not progress,
+                  leave=False):
+        result = side.trainer.train(0, examples, vector, round=r, seed=seed + r)
+        vector = vector + server_lr * result.delta
+    cache.put_tensor("shadow", key, vector)
+    return vector
+
+
+# ---------------------------------------------------------------------------------------------------- server view
+def _server_view_missing(run: Any, data: Any) -> str:
+    if run is None:
+        return "needs the run directory's stored client updates"
+    if "client" not in data.members.column_names:
+        return "needs each record's client (records rebuilt from the run's config)"
+    if not any(run.client_ids(r) for r in range(1, run.completed_rounds + 1)):
+        return "the run stored no client updates (federation.save_client_updates = false or secure aggregation)"
+    return ""
+
+
+def _server_scores(cls: type, run: Any, rm: Any, records: Any, settings: PrivacyAuditSettings,
+                   kw: dict[str, Any]) -> torch.Tensor:
+    """The server's attack on each record from ITS client's stored updates of the last ``update_rounds`` rounds
+    that client took part in (gradient alignment at the round's starting global adapter)."""
+    scores = torch.zeros(len(records), dtype=torch.float64)
+    clients = records["client"]
+    for cid in sorted(set(clients)):
+        idx = [i for i, c in enumerate(clients) if c == cid]
+        rounds = [r for r in range(1, run.completed_rounds + 1) if str(cid) in run.client_ids(r)]
+        rounds = rounds[-settings.update_rounds:]
+        if not rounds:
+            raise PrivacyAuditError(f"{run.path}: client {cid} has no stored update; cannot score its records")
+        attack = cls().fit(updates=[run.client_update(r, cid)[0] for r in rounds],
+                           global_vectors=[run.global_vector(r - 1) for r in rounds])
+        scores[torch.tensor(idx)] = attack.score(rm.use(rm.vector), records.select(idx), **kw)
+    rm.use(rm.vector)
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------------- audit
+def _scores(rm: Any, vector: torch.Tensor, records: Any, *, attack: Any, settings: PrivacyAuditSettings) -> torch.Tensor:
+    model = rm.use(vector)
+    return attack.score(model, records, tokenizer=rm.tokenizer, task=rm.task, max_length=rm.max_length,
+                        batch_size=settings.batch_size, progress=settings.progress)
+
+
+def membership_audit(rm: Any, data: Any, settings: PrivacyAuditSettings, *, cache: ScoreCache,
+                     reference_vector: torch.Tensor | None = None, reference_note: str = "",
+                     shadow_set: Any = None, population: Any = None, shadow_note: str = "",
+                     run: Any = None) -> list[AttackOutcome]:
+    """Run every attack of ``settings.attacks`` on ``data`` (a :class:`~trustfl.audits.privacy.records.MembershipData`)
+    against ``rm`` (a :class:`~trustfl.audits.privacy.model.RunModel`).
+
+    ``reference_vector``: the shadow adapter for reference-calibrated attacks (none: they are skipped, with why).
+    ``shadow_set``: a :class:`~trustfl.attacks.membership.ShadowSet` for LiRA (offline: every audited record is
+    OUT of every shadow) and RMIA, which also compares with ``population`` records (non-members of everything).
+    """
+    from trustfl.attacks.membership import membership_metrics, per_record_loss
+
+    classes = available_attacks()
+    target_key = hashlib.sha256(rm.vector.numpy().tobytes()).hexdigest()
+    data_key = data.fingerprint()
+    ref_key = hashlib.sha256(reference_vector.numpy().tobytes()).hexdigest() if reference_vector is not None else None
+    ref_losses: dict[str, torch.Tensor] = {}
+    outcomes: list[AttackOutcome] = []
+    shadow_losses: dict[str, torch.Tensor] = {}
+    shadow_key = hashlib.sha256(json.dumps([sorted(s.members) for s in shadow_set.shadows]).encode()).hexdigest() \
+        if shadow_set is not None else ""
+    kw = dict(tokenizer=rm.tokenizer, task=rm.task, max_length=rm.max_length, batch_size=settings.batch_size,
+              progress=settings.progress)
+    bar = tqdm(settings.attacks, desc="membership attacks", unit="attack", disable=not settings.progress, leave=False)
+    for name in bar:
+        bar.set_postfix_str(name)
+        t0 = time.perf_counter()
+        cls = classes.get(name)
+        if cls is None:
+            outcomes.append(AttackOutcome(name, skipped=f"not installed (available: {sorted(classes)})"))
+            continue
+        if rm.task not in cls.tasks:
+            outcomes.append(AttackOutcome(name, skipped=f"does not support task {rm.task!r}"))
+            continue
+        needs_ref = bool(cls.needs_reference)
+        if name == "gradient_alignment":
+            why = _server_view_missing(run, data)
+            if why:
+                outcomes.append(AttackOutcome(name, skipped=why))
+                continue
+        elif needs_ref and name in ("lira", "rmia"):
+            if shadow_set is None:
+                outcomes.append(AttackOutcome(name, skipped=f"no shadow adapters: {shadow_note or 'shadows = 0'}"))
+                continue
+        elif needs_ref and name != "reference":
+            outcomes.append(AttackOutcome(name, skipped="needs references this audit does not build"))
+            continue
+        elif needs_ref and reference_vector is None:
+            outcomes.append(AttackOutcome(name, skipped=f"no shadow adapter: {reference_note or 'not trained'}"))
+            continue
+        if name == "gradient_alignment":
+            ref_id: str | None = f"server-{settings.update_rounds}"
+        elif name in ("lira", "rmia") and shadow_set is not None:
+            ref_id = shadow_set.out_dir.name + str(len(shadow_set)) + shadow_key
+        else:
+            ref_id = ref_key if needs_ref else None
+        key = ScoreCache.key(attack=name, target=target_key, data=data_key, ref=ref_id, max_length=rm.max_length)
+        hit = cache.get(f"scores-{name}", key) if settings.cache else None
+        if hit is not None:
+            mem, non = torch.tensor(hit["members"], dtype=torch.float64), torch.tensor(hit["nonmembers"],
+                                                                                       dtype=torch.float64)
+        else:
+            if name == "gradient_alignment":
+                mem, non = (_server_scores(cls, run, rm, getattr(data, side), settings, kw)
+                            for side in ("members", "nonmembers"))
+            elif name in ("lira", "rmia"):
+                if not shadow_losses:
+                    shadow_losses.update({side: shadow_set.losses(getattr(data, side), max_length=rm.max_length,
+                                                                   batch_size=settings.batch_size,
+                                                                   progress=settings.progress)
+                                          for side in ("members", "nonmembers")})
+                    if population is not None:
+                        shadow_losses["population"] = shadow_set.losses(population, max_length=rm.max_length,
+                                                                        batch_size=settings.batch_size)
+                model = rm.use(rm.vector)
+
+                def fitted(side: str) -> Any:
+                    if name == "lira":
+                        return cls().fit(shadow_losses=shadow_losses[side])
+                    return cls().fit(reference_losses=shadow_losses[side], population=population,
+                                     population_reference_losses=shadow_losses["population"])
+
+                mem = fitted("members").score(model, data.members, **kw)
+                non = fitted("nonmembers").score(model, data.nonmembers, **kw)
+            elif needs_ref:
+                assert reference_vector is not None
+                if not ref_losses:
+                    ref_model = rm.use(reference_vector)
+                    ref_losses = {side: per_record_loss(ref_model, getattr(data, side), **kw)
+                                  for side in ("members", "nonmembers")}
+                mem = cls().fit(reference_losses=ref_losses["members"]).score(rm.use(rm.vector), data.members, **kw)
+                non = cls().fit(reference_losses=ref_losses["nonmembers"]).score(rm.use(rm.vector), data.nonmembers,
+                                                                                 **kw)
+            else:
+                attack = cls()  # reference-free: LOSS, zlib, Min-K%, Min-K%++
+                mem = _scores(rm, rm.vector, data.members, attack=attack, settings=settings)
+                non = _scores(rm, rm.vector, data.nonmembers, attack=attack, settings=settings)
+            cache.put(f"scores-{name}", key, {"members": mem.tolist(), "nonmembers": non.tolist()})
+        metrics = membership_metrics(mem, non, fprs=settings.fprs, bootstrap=settings.bootstrap,
+                                     confidence=settings.confidence, seed=settings.seed)
+        outcomes.append(AttackOutcome(name, metrics=metrics.to_dict(), member_scores=mem.tolist(),
+                                      nonmember_scores=non.tolist(), seconds=time.perf_counter() - t0,
+                                      cached=hit is not None,
+                                      config=({"reference": f"{len(shadow_set)} shadow adapters (federated loop, "
+                                                            "population data; offline)"} if name in ("lira", "rmia")
+                                              else {"reference": "shadow adapter on population data"} if needs_ref
+                                              else {})))
+    rm.use(rm.vector)
+    return outcomes

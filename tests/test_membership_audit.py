@@ -1,0 +1,244 @@
+"""The privacy audit of a run directory (trustfl.audits.privacy) on tiny runs: members and non-members rebuilt and
+checked against the manifest, attacks scored, results written and cached, canaries planted and audited, no
+leakage invented, and every bad input one clear error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from trustfl.audits import AuditSettings
+from trustfl.audits.privacy import PrivacyAuditError, PrivacyAuditSettings, membership_data, privacy_audit
+from trustfl.audits.privacy.records import recorded_canaries
+from trustfl.audits.report.sections import privacy as privacy_section
+from trustfl.cli import main
+from trustfl.config import RunConfig
+from trustfl.errors import ConfigError
+from trustfl.federation import Federation
+from trustfl.rundir import RunDir, RunDirError, RunWriter
+
+from test_federation import _config
+
+FAST = dict(bootstrap=30, candidates=15, max_records=200, population=40)
+
+
+@pytest.fixture(scope="module")
+def canary_run(tiny_bert_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mia") / "run"
+    cfg = _config(tiny_bert_dir, data__holdout_fraction=0.3, canaries__count=24, partition__scheme="iid",
+                  partition__alpha=None, federation__rounds=1)
+    Federation(cfg, out_dir=out, progress=False).run()
+    return out
+
+
+@pytest.fixture(scope="module")
+def audited(canary_run, tmp_path_factory):
+    run = tmp_path_factory.mktemp("mia-copy") / "run"
+    shutil.copytree(canary_run, run)
+    return run, privacy_audit(run, PrivacyAuditSettings(**FAST))
+
+
+# ------------------------------------------------------------------ canaries in the run
+def test_canaries_are_planted_with_recorded_coins(canary_run):
+    run = RunDir(canary_run)
+    canaries = recorded_canaries(run)
+    assert len(canaries) == 24 and 0 < sum(c["included"] for c in canaries) < 24
+    assert len({c["text"] for c in canaries}) == 24 and all(c["text"].startswith("my secret code is") for c in canaries)
+    clients = run.manifest["extra"]["clients"]
+    planted = sorted(-1 - r for info in clients.values() for r in info["train_rows"] if r < 0)
+    assert planted == [c["index"] for c in canaries if c["included"]]  # exactly the coins that came up "in"
+    assert all(r >= 0 for info in clients.values() for r in info["holdout_rows"])  # never a non-member
+
+
+def test_members_exclude_canaries_and_match_the_fingerprints(canary_run):
+    data = membership_data(RunDir(canary_run))
+    assert min(data.members["row_id"]) >= 0 and len(data.nonmembers) > 0
+    assert not set(data.members["text"]) & set(data.nonmembers["text"])
+    assert set(data.members["client"]) == {0, 1, 2, 3}
+
+
+def test_canary_records_are_deterministic_and_fair():
+    from trustfl.attacks.membership import CanarySettings, canary_records
+
+    s = CanarySettings(count=2000, secret_digits=8)
+    a = canary_records(s, seed=3, num_clients=4, labels=[0, 1])
+    assert a == canary_records(s, seed=3, num_clients=4, labels=[0, 1])
+    assert a != canary_records(s, seed=4, num_clients=4, labels=[0, 1])
+    share = sum(c["included"] for c in a) / len(a)
+    assert 0.45 < share < 0.55 and {c["client"] for c in a} == {0, 1, 2, 3} and {c["label"] for c in a} == {0, 1}
+
+
+@pytest.mark.parametrize("value,match", [
+    ({"count": -1}, "canaries.count"), ({"count": 10**9}, "canaries.count"), ({"count": True}, "canaries.count"),
+    ({"count": "5"}, "canaries.count"), ({"count": 5.5}, "canaries.count"),
+    ({"count": 10, "secret_digits": 0}, "canaries.secret_digits"),
+    ({"count": 10, "secret_digits": 65}, "canaries.secret_digits"),
+    ({"count": 1000, "secret_digits": 2}, "canaries.secret_digits"),
+    ({"count": 10, "prefix": "a\x00b"}, "canaries.prefix"), ({"count": 10, "prefix": "x" * 201}, "canaries.prefix"),
+    ({"count": 10, "clients": []}, "canaries.clients"), ({"count": 10, "clients": [1, 1]}, "canaries.clients"),
+    ({"count": 10, "clients": [-1]}, "canaries.clients"), ({"count": 10, "clients": [99]}, "canaries.clients"),
+    ({"count": 10, "seed": -1}, "canaries.seed"), ({"count": 10, "coins": 0.7}, "canaries"),
+])
+def test_hostile_canary_config_is_one_clear_error(value, match):
+    with pytest.raises(ConfigError, match=match):
+        RunConfig.from_dict({"canaries": value, "partition": {"num_clients": 4}})
+
+
+# ------------------------------------------------------------------ the audit
+def test_audit_writes_metrics_plot_and_empirical_epsilon(audited):
+    run, result = audited
+    out = run / "audit" / "privacy"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["format"] == "trustfl-privacy-audit/1"
+    assert (out / "roc.png").read_bytes().startswith(b"\x89PNG")
+    for name in ("loss", "reference"):
+        m = saved["membership"][name]
+        assert 0 <= m["auc"] <= 1 and m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
+        assert set(m["tpr_at_fpr"]) == {"0.01", "0.001"} and m["n_nonmembers"] == result.data["nonmembers"]
+    for name in ("lira", "rmia"):  # two shadow federations on population records (offline)
+        assert 0 <= saved["membership"][name]["auc"] <= 1, saved["membership"][name]
+    assert saved["data"]["shadows"]["count"] == 2
+    c = saved["canaries"]
+    assert c["canaries"] == 24 and c["epsilon_lower_bound"] >= 0 and c["accounted"] is None
+    assert c["exposure"]["max_bits"] == pytest.approx(4.0)  # log2(15 + 1)
+    assert saved["summary"]["best_attack"] in saved["membership"]
+
+
+def test_audit_is_resumable_from_its_cache(audited):
+    run, first = audited
+    again = privacy_audit(run, PrivacyAuditSettings(**FAST))
+    assert all(again.membership[n]["cached"] for n in ("loss", "reference", "lira", "rmia"))
+    assert again.membership["loss"]["auc"] == first.membership["loss"]["auc"]
+    assert again.canaries["epsilon_lower_bound"] == first.canaries["epsilon_lower_bound"]
+    shadows = list((run / "audit" / "privacy" / "cache").glob("shadow-*.safetensors"))
+    assert len(shadows) == 1
+
+
+def test_no_private_text_leaves_in_the_audit_files(audited, canary_run):
+    run, _ = audited
+    data = membership_data(RunDir(canary_run))
+    texts = [t for t in list(data.members["text"]) + list(data.nonmembers["text"]) if len(t) > 25]
+    blob = "".join(p.read_text(errors="ignore") for p in (run / "audit" / "privacy").rglob("*.json"))
+    assert texts and not any(t in blob for t in texts)
+
+
+def test_a_model_that_saw_none_of_them_gives_auc_near_one_half(canary_run, tiny_bert_dir):
+    """Members and non-members both unseen (holdouts vs test rows): the audit must not invent leakage."""
+    from trustfl.audits.privacy import load_run_model
+
+    run = RunDir(canary_run)
+    rm = load_run_model(run)
+    data = membership_data(run)
+    from trustfl.data import load_dataset_source
+
+    test = load_dataset_source("sms_spam").select(run.manifest["extra"]["test_rows"])
+    res = privacy_audit(run, PrivacyAuditSettings(attacks=("loss",), bootstrap=200, canaries=False),
+                        model=rm.model, tokenizer=rm.tokenizer, task="classification", max_length=24,
+                        members=data.nonmembers.select_columns(["text", "label"]),
+                        nonmembers=test.select_columns(["text", "label"]), write=False)
+    m = res.membership["loss"]
+    assert m["auc_ci"][0] < 0.5 < m["auc_ci"][1], m
+
+
+def test_privacy_section_reports_attacks_next_to_the_accountant(tiny_bert_dir, tmp_path):
+    out = tmp_path / "dp"
+    cfg = _config(tiny_bert_dir, data__holdout_fraction=0.3, canaries__count=16, federation__rounds=1,
+                  privacy__sample={"target_epsilon": 4.0, "delta": 1e-5, "max_grad_norm": 0.5})
+    Federation(cfg, out_dir=out, progress=False).run()
+    res = privacy_section.audit(RunDir(out), AuditSettings(progress=False, options={"privacy": {
+        "bootstrap": 20, "candidates": 10, "attacks": ["loss", "nope"]}}))
+    assert res.status == "pass", res.verdict
+    c = res.data["empirical_epsilon"]
+    accounted = RunDir(out).manifest["extra"]["privacy"]["sample"]["epsilon_max"]
+    assert c["accounted"]["epsilon"] == accounted and c["epsilon_lower_bound"] <= accounted
+    assert c["empirical_within_accounted"] and c["delta"] == 1e-5
+    assert "empirical ε" in res.verdict and "MIA best AUC" in res.verdict
+    assert res.figures["membership_roc"].startswith(b"\x89PNG")
+    assert any(n.what == "membership attack 'nope'" and "not installed" in n.why for n in res.not_checked)
+
+
+# ------------------------------------------------------------------ bad input
+def test_overlapping_and_empty_sets_are_refused(canary_run):
+    from trustfl.audits.privacy import load_run_model
+
+    run = RunDir(canary_run)
+    rm = load_run_model(run)
+    recs = [{"text": "hello there", "label": 0}, {"text": "win cash now", "label": 1}]
+    kw = dict(model=rm.model, tokenizer=rm.tokenizer, task="classification", write=False)
+    with pytest.raises(PrivacyAuditError, match="both members and non-members"):
+        privacy_audit(run, PrivacyAuditSettings(canaries=False), members=recs, nonmembers=recs[1:], **kw)
+    with pytest.raises(PrivacyAuditError, match="empty"):
+        privacy_audit(run, PrivacyAuditSettings(canaries=False), members=recs, nonmembers=[], **kw)
+    with pytest.raises(PrivacyAuditError, match="together"):
+        privacy_audit(run, members=recs, write=False)
+    with pytest.raises(PrivacyAuditError, match="lacks"):
+        privacy_audit(run, PrivacyAuditSettings(canaries=False), members=[{"text": "x"}], nonmembers=recs, **kw)
+
+
+def test_a_changed_dataset_or_seed_is_caught_by_the_fingerprints(canary_run):
+    cfg = RunConfig.from_dict({**RunDir(canary_run).config, "seed": 1})
+    with pytest.raises(PrivacyAuditError, match="do not match the manifest's fingerprint"):
+        membership_data(RunDir(canary_run), config=cfg)
+
+
+def test_runs_without_the_needed_files_are_clear_errors(tmp_path, canary_run):
+    with pytest.raises(RunDirError, match="not a run directory"):
+        privacy_audit(tmp_path / "nothing")
+    own = tmp_path / "own"
+    w = RunWriter.create(own, config={"rounds": 1}, seeds={"torch": 0},
+                         layout={"names": ["w"], "shapes": [[4]], "dtype": "float32"})
+    w.write_initial(torch.zeros(4))
+    with pytest.raises(PrivacyAuditError, match="not a trustfl run config"):
+        privacy_audit(own)
+    w.write_round(1, global_vector=torch.ones(4))
+    with pytest.raises(PrivacyAuditError, match="not a trustfl run config"):
+        privacy_audit(own)
+    # a trustfl run with no completed round
+    fresh = tmp_path / "fresh"
+    shutil.copytree(canary_run, fresh)
+    manifest = json.loads((fresh / "manifest.json").read_text())
+    w0 = RunWriter.create(tmp_path / "zero", config=manifest["config"], seeds=manifest["seeds"],
+                          layout=manifest["layout"], fingerprints=manifest["fingerprints"], extra=manifest["extra"])
+    w0.write_initial(RunDir(canary_run).global_vector(0))
+    with pytest.raises(PrivacyAuditError, match="no completed round"):
+        privacy_audit(tmp_path / "zero")
+
+
+def test_tampered_canaries_are_refused(canary_run, tmp_path):
+    manifest = json.loads((canary_run / "manifest.json").read_text())
+    extra = manifest["extra"]
+    extra["canaries"]["records"][0]["included"] = not extra["canaries"]["records"][0]["included"]
+    w = RunWriter.create(tmp_path / "t", config=manifest["config"], seeds=manifest["seeds"], layout=manifest["layout"],
+                         fingerprints=manifest["fingerprints"], extra=extra)
+    w.write_initial(RunDir(canary_run).global_vector(0))
+    with pytest.raises(PrivacyAuditError, match="sha256"):
+        recorded_canaries(RunDir(tmp_path / "t"))
+
+
+@pytest.mark.parametrize("options,match", [({"bootstrap": 0}, "bootstrap"), ({"confidence": 1.0}, "confidence"),
+                                           ({"fprs": [0.0]}, "fprs"), ({"max_records": True}, "max_records"),
+                                           ({"confidence": float("nan")}, "confidence"), ({"typo": 1}, "unknown")])
+def test_bad_audit_settings(options, match):
+    with pytest.raises(PrivacyAuditError, match=match):
+        PrivacyAuditSettings.from_options(options)
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_audit_privacy(audited, capsys, tmp_path):
+    run, _ = audited
+    assert main(["audit", "privacy", str(run), "--quiet", "--bootstrap", "30", "--candidates", "15",
+                 "--max-records", "200", "--attacks", "loss,reference"]) == 0
+    out = capsys.readouterr().out
+    assert "empirical epsilon >=" in out and "results:" in out and "loss" in out
+    assert main(["audit", "privacy", str(tmp_path / "nope"), "--quiet"]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["audit", "nosuch", str(run), "--quiet"]) == 2
+    assert "unknown audit section" in capsys.readouterr().err
+    assert main(["audit", "privacy", str(run), "--quiet", "--bootstrap", "0"]) == 2
+    assert "bootstrap" in capsys.readouterr().err
+    assert main(["audit", "privacy", str(run), "--quiet", "--members", str(tmp_path / "m.csv")]) == 2
+    assert "not a file" in capsys.readouterr().err
+    assert main(["audit", str(run), "--quiet", "--sections", "integrity", "--config", "x.toml"]) == 2
