@@ -22,8 +22,9 @@ from trustfl import plugins
 from trustfl.errors import ConfigError
 from trustfl.models.lora import LoraSettings
 
-__all__ = ["ClientSettings", "DataSettings", "FederationSettings", "ModelSettings", "PartitionSettings", "RunConfig",
-           "ServerSettings", "check", "from_dict", "load_config", "parse_override", "read_config_file"]
+__all__ = ["ClientSettings", "DataSettings", "FederationSettings", "FlowerSettings", "ModelSettings",
+           "PartitionSettings", "RunConfig", "ServerSettings", "check", "from_dict", "load_config", "parse_override",
+           "read_config_file"]
 
 
 def check(cond: bool, path: str, msg: str) -> None:
@@ -164,13 +165,40 @@ class ServerSettings:
 
 
 @dataclass
+class FlowerSettings:
+    """``[federation.flower]``: how the ``flower`` engine runs (docs/flower.md).
+
+    ``client_cpus``: CPUs Ray reserves per simulated ClientApp (1.0 on a 2-core machine runs two
+    clients at a time); ``round_timeout``: seconds the server waits for a round's replies (a client
+    that has not replied by then is dropped from the round); ``connect_timeout``: seconds to wait for
+    the nodes that host the sampled clients to connect; ``min_clients``: fewest replies a round
+    accepts (fewer stops the run with a clear error; the pipeline's own Byzantine tolerance is
+    checked on the clients that replied as well).
+    """
+
+    client_cpus: float = 1.0
+    round_timeout: float = 600.0
+    connect_timeout: float = 120.0
+    min_clients: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.client_cpus > 0, "federation.flower.client_cpus", f"must be > 0, got {self.client_cpus}")
+        _check(self.round_timeout > 0, "federation.flower.round_timeout", f"must be > 0, got {self.round_timeout}")
+        _check(self.connect_timeout > 0, "federation.flower.connect_timeout",
+               f"must be > 0, got {self.connect_timeout}")
+        _check(self.min_clients >= 1, "federation.flower.min_clients", f"must be >= 1, got {self.min_clients}")
+
+
+@dataclass
 class FederationSettings:
     """Rounds, client sampling, engine and what the run directory keeps."""
 
     rounds: int = 3
     clients_per_round: int | None = None
     fraction: float | None = None
-    engine: Literal["local"] = "local"
+    # "local": in-process (deterministic); "flower": Flower's Message API (simulation on Ray, or under `flwr run`)
+    engine: Literal["local", "flower"] = "local"
+    flower: FlowerSettings = field(default_factory=FlowerSettings)
     # "fixed": exactly clients_per_round clients, uniformly without replacement; "poisson": each client
     # independently with probability clients_per_round / num_clients (what client-level DP accounts for)
     sampling: Literal["fixed", "poisson"] = "fixed"

@@ -25,7 +25,7 @@ from trustfl import plugins
 from trustfl.config import RunConfig
 from trustfl.errors import StopFederation
 from trustfl.federation.clients import build_clients, prepare_clients, split_data, tokenize_examples
-from trustfl.federation.engine import LocalEngine
+from trustfl.federation.engine import LocalEngine, SecureSumHook, build_engine, secure_for
 from trustfl.federation.evaluate import evaluate, majority_baseline, predict
 from trustfl.federation.assemble import assemble
 from trustfl.federation.hooks import RoundCallback
@@ -34,7 +34,7 @@ from trustfl.federation.recorder import commit_round, open_run
 from trustfl.federation.server import ServerRound, detection_counts
 from trustfl.federation.setup import build_model_side
 from trustfl.seeding import generator
-from trustfl.types import PipelineLike, RoundReport, RunComponent, RunContext, SecureAggregator, ServerView
+from trustfl.types import PipelineLike, RoundReport, RunComponent, RunContext, ServerView
 
 __all__ = ["Federation", "RunSummary", "detection_counts"]
 log = logging.getLogger(__name__)
@@ -61,14 +61,14 @@ class Federation:
         pipeline: server aggregation pipeline or a bare aggregator (default: from ``config.server``).
         components: run components passed in code (e.g. ``trustfl.attacks.AttackComponent``,
             ``trustfl.defenses.SampleLevelDP(hook)``), added after those the config's sections build.
-        secure_aggregation: a secure-sum hook; the server round then sees only the sum.
+        secure_aggregation: secure aggregation (MPC) or a trusted sum hook, else a component's; the server sees sums.
         callbacks: called after every round (may add metrics or raise ``StopFederation``).
         resume / overwrite / signing_key: continue / replace ``out_dir``; sign each commit (docs/security.md).
         progress: show progress bars.
     """
 
     def __init__(self, config: RunConfig, *, out_dir: str | Path | None = None, pipeline: Any = None,
-                 components: Sequence[RunComponent] = (), secure_aggregation: SecureAggregator | None = None,
+                 components: Sequence[RunComponent] = (), secure_aggregation: SecureSumHook | None = None,
                  callbacks: Sequence[RoundCallback] = (), resume: bool = False, overwrite: bool = False,
                  progress: bool = True, signing_key: Any = None) -> None:
         self.config, self.resume, self.overwrite, self.progress = config, resume, overwrite, progress
@@ -78,9 +78,9 @@ class Federation:
         self.context = RunContext(config=config, seed=config.seed, num_clients=config.partition.num_clients,
                                   clients_per_round=config.clients_per_round, rounds=config.federation.rounds,
                                   progress=progress)
+        secure_aggregation = secure_for(secure_aggregation, built := [*plugins.build_components(config), *components])
         self.secure_aggregation, self.callbacks, self.signing_key = secure_aggregation, list(callbacks), signing_key
-        assembled = assemble(config, self.pipeline, [*plugins.build_components(config), *components], self.context,
-                             secure=secure_aggregation is not None)
+        assembled = assemble(config, self.pipeline, built, self.context, secure=secure_aggregation is not None)
         self.pipeline, self.components, self.privacy = assembled.pipeline, assembled.components, assembled.privacy
         self.malicious = self.attackers = assembled.malicious
         self._ready = False
@@ -107,9 +107,9 @@ class Federation:
 
         clients = build_clients(self.client_train, self.trainer, self.fm.tokenizer, max_length=cfg.model.max_length,
                                 task=cfg.model.task, progress=self.progress)
-        self.engine = LocalEngine(clients, seed=cfg.seed, progress=self.progress,
-                                  secure_aggregation=self.secure_aggregation,
-                                  sum_weights=self.pipeline.sum_weights if self.secure_aggregation else None)
+        self.engine = build_engine(self, LocalEngine(clients, seed=cfg.seed, progress=self.progress,
+                                   secure_aggregation=self.secure_aggregation,
+                                   sum_weights=self.pipeline.sum_weights if self.secure_aggregation else None))
         self.test_examples = self.trainer.attach_prefix(tok(data.test))
         self.eval_sets = {name: (self.trainer.attach_prefix(tok(records)), target) for c in self.components
                           for name, (records, target) in c.eval_sets(data.test).items()}
@@ -173,7 +173,7 @@ class Federation:
             metrics["time"] = {"clients_s": t1 - t0, "server_s": t2 - t1, "eval_s": t3 - t2}
             report = RoundReport(round=r, global_vector=outcome.global_vector, client_ids=ids,
                                  aggregate=outcome.aggregate, metrics=metrics)
-            for hook in [*(c.after_round for c in self.components), *self.callbacks]:
+            for hook in [*(c.after_round for c in self.components), self.engine.after_round, *self.callbacks]:
                 try:
                     metrics.update(hook(report) or {})
                 except StopFederation as stop:

@@ -1,0 +1,1 @@
+"""trustfl as a Flower app: the ServerApp and ClientApp are trustfl's own."""
