@@ -149,11 +149,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from trustfl.audits.report import AuditSettings, parse_sections, run_audit
     from trustfl.rundir import RunDirError
 
+    if args.section_run_dir is not None:  # `trustfl audit SECTION RUN_DIR`
+        args.sections, args.run_dir = ",".join(parse_sections(str(args.run_dir))), args.section_run_dir
+        if args.sections == "privacy":
+            from trustfl.audits.privacy.command import run_cli
+
+            return run_cli(args)
     sections = parse_sections(args.sections)  # an unknown name: AuditError, exit 2, one line
     root = Path(args.run_dir)
     if not (root / "manifest.json").is_file():
         raise RunDirError(f"{root} is not a run directory (no manifest.json; written by `trustfl run` or RunWriter)")
     options = {"public_key": str(args.key)} if args.key else {}
+    from trustfl.audits.privacy.command import section_options
+
+    options.update(section_options(args))  # privacy flags also apply inside the full audit
     report = run_audit(root, sections=sections, settings=AuditSettings(options=options), progress=not args.quiet)
     colors = {"pass": "green", "warn": "yellow", "fail": "red", "unavailable": "dim"}
     table = Table(title=f"trustfl audit {root}")
@@ -285,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--key", type=Path, default=None, metavar="PUB",
                        help="the operator's public key: the integrity section checks the run's signature against it")
     audit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    from trustfl.audits.privacy.command import add_arguments as _add_privacy_arguments
+
+    _add_privacy_arguments(audit)  # `trustfl audit privacy RUN_DIR [--attacks ...]`
     audit.set_defaults(func=_cmd_audit)
 
     demo = sub.add_parser("demo", help="the main job: a federated run with a backdoor attacker, a robust pipeline "
@@ -297,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
     _add_dedup_parser(sub)
+    from trustfl.defenses.unlearning.command import add_parser as _add_unlearn_parser
+
+    _add_unlearn_parser(sub)
     from trustfl.audits.origin.command import add_parser as _add_origin_parser
 
     _add_origin_parser(sub, _cmd_origin)

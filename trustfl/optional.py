@@ -8,8 +8,8 @@ attacks, run directories). Heavier features live in extras (declared in ``pyproj
 | `dp`     | differential privacy (`trustfl.defenses.dp`) | opacus                              |
 | `dedup`  | near-duplicate detection, origin checks   | faiss-cpu                              |
 | `eval`   | `trustfl eval --ray-address`              | ray                                    |
-| `flower` | the Flower comparison benchmark           | flwr                                   |
-| `mpc`    | secure aggregation (coming)               | omegaconf, onnx, onnxscript + crypten (`--no-deps`) |
+| `flower` | the Flower engine (`federation.engine`)   | flwr[simulation] (with ray)            |
+| `mpc`    | secure aggregation (MPC, CrypTen)         | omegaconf, onnx, onnxscript + crypten (`--no-deps`) |
 | `bench`  | `benchmarks/`                             | psutil, datasketch                     |
 | `test`   | the test suite                            | pytest, hypothesis, pytest-xdist, import-linter |
 | `all`    | all of the above                          |                                        |
