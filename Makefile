@@ -28,12 +28,15 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 demo: install
 	$(VENV)/bin/trustfl demo
 
-# Import contracts (.importlinter), run as `.venv/bin/lint-imports` from the repository root. attacks/,
-# defenses/ and audits/ live at the root (mapped to trustfl.* by pyproject's package-dir); the symlinks
-# trustfl/attacks, trustfl/defenses, trustfl/audits point at them so that lint-imports (grimp walks the
-# package directory) sees them as trustfl.attacks, trustfl.defenses, trustfl.audits. No code is copied.
+# Import contracts (.importlinter). They are checked on an installed copy of the package: in the
+# editable install attacks/, defenses/ and audits/ live at the repository root (mapped to trustfl.* by
+# pyproject's package-dir), where lint-imports (grimp walks the package folder) would not see them as
+# trustfl.attacks, trustfl.defenses, trustfl.audits. The copy is a build artefact under build/, never in trustfl/.
+LINT_COPY := build/lint-imports
 lint-imports: install
-	$(VENV)/bin/lint-imports --no-cache
+	rm -rf $(LINT_COPY)
+	$(PIP) install --quiet --no-index --no-deps --no-build-isolation --no-compile --target $(LINT_COPY) .
+	cd $(LINT_COPY) && $(CURDIR)/$(VENV)/bin/lint-imports --no-cache --config $(CURDIR)/.importlinter
 
 # tests/test_packaging.py is the dependency check (declared == imported, deptry-style).
 test: install lint-imports

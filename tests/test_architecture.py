@@ -3,7 +3,9 @@ an orchestrating loop without feature branches, and the silent failures the arch
 
 from __future__ import annotations
 
+
 import ast
+import os
 import json
 import subprocess
 import sys
@@ -150,8 +152,8 @@ def test_eval_exits_nonzero_and_separates_refusals_from_crashes(tmp_path, tiny_b
     assert crashed["status"] == "crashed" and "KeyError" in crashed["traceback"]
 
 
-def test_plugin_folders_are_linked_into_trustfl_not_copied():
-    """lint-imports walks trustfl/; the plug-in folders are visible there as symlinks to the root folders only."""
+def test_plugin_folders_live_only_at_the_root():
+    """attacks/, defenses/, audits/ sit at the repository root (DESIGN.md); no copy or link under trustfl/."""
     for name in ("attacks", "defenses", "audits"):
-        link = ROOT / "trustfl" / name
-        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve(), name
+        assert (ROOT / name / "__init__.py").is_file(), name
+        assert not os.path.lexists(ROOT / "trustfl" / name), f"trustfl/{name} must not exist (copy or link)"
