@@ -40,22 +40,21 @@ class Engine(Protocol):
         ...
 
 
-def build_engine(run: Any, local: "LocalEngine") -> Engine:
-    """The engine ``run.config.federation.engine`` names: ``local`` (as given) or ``flower``.
+def build_engine(config: Any, local: "LocalEngine", *, privacy: Any = None, num_labels: int | None = None,
+                 progress: bool = True) -> Engine:
+    """The engine ``config.federation.engine`` names: ``local`` (as given) or ``flower``.
 
-    ``run`` is the :class:`~trustfl.federation.Federation` being set up; the Flower engine reads its
-    ``config``, ``privacy`` hook (the server keeps each client's DP accountant), ``label_names`` (the
-    nodes build the same head) and ``progress``.
+    The Flower engine also needs the run's ``privacy`` hook (the server keeps each client's DP
+    accountant), ``num_labels`` (the nodes build the same classification head) and ``progress``.
     """
-    if run.config.federation.engine == "local":
+    if config.federation.engine == "local":
         return local
     if local.secure_aggregation is not None:
         raise ConfigError("federation.engine = 'flower': trustfl's MPC secure aggregation runs on the local engine "
                           "only; use engine = 'local' for it")
     from trustfl.federation.flower.engine import flower_engine
 
-    return flower_engine(run.config, privacy=run.privacy, num_labels=len(run.label_names) if run.label_names else None,
-                         progress=run.progress)
+    return flower_engine(config, privacy=privacy, num_labels=num_labels, progress=progress)
 
 
 class LocalEngine:

@@ -107,9 +107,11 @@ class Federation:
 
         clients = build_clients(self.client_train, self.trainer, self.fm.tokenizer, max_length=cfg.model.max_length,
                                 task=cfg.model.task, progress=self.progress)
-        self.engine = build_engine(self, LocalEngine(clients, seed=cfg.seed, progress=self.progress,
-                                   secure_aggregation=self.secure_aggregation,
-                                   sum_weights=self.pipeline.sum_weights if self.secure_aggregation else None))
+        local = LocalEngine(clients, seed=cfg.seed, progress=self.progress, secure_aggregation=self.secure_aggregation,
+                            sum_weights=self.pipeline.sum_weights if self.secure_aggregation else None)
+        self.engine = build_engine(cfg, local, privacy=self.privacy,
+                                   num_labels=len(self.label_names) if self.label_names else None,
+                                   progress=self.progress)
         self.test_examples = self.trainer.attach_prefix(tok(data.test))
         self.eval_sets = {name: (self.trainer.attach_prefix(tok(records)), target) for c in self.components
                           for name, (records, target) in c.eval_sets(data.test).items()}
