@@ -22,6 +22,7 @@ sum: the noise-only update is applied and accounted here, never skipped.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from torch import nn
 
 from trustfl.defenses.dp.accounting import epsilon_kwargs, noise_multiplier_for
 from trustfl.defenses.dp.settings import SampleLevelSettings
-from trustfl.errors import TrustFLError
+from trustfl.errors import TrustFLError, UpdateError
 from trustfl.types import ClientPrivacyHook
 from trustfl.optional import require
 
@@ -485,8 +486,84 @@ class DPAdapterTraining(ClientPrivacyHook):
                            "history": [[float(z), float(q), int(n)] for z, q, n in st.engine.accountant.history]}
                 for cid, st in sorted(self.clients.items())}
 
-    def load_state_json(self, data: dict[str, Any]) -> None:
-        for cid, entry in data.items():
-            st = self._state(int(cid))
-            st.noise_multiplier, st.sample_rate = entry["noise_multiplier"], entry["sample_rate"]
-            st.engine.accountant.history = [(float(z), float(q), int(n)) for z, q, n in entry["history"]]
+    def load_state_json(self, data: dict[str, Any], *, replace: bool = False) -> None:
+        """Load accountant states (a run directory on resume, or a Flower node's reply).
+
+        Spent budget never shrinks: unless ``replace``, a client's loaded history must extend the one
+        already held (same entries, the last one's step count may only grow, new steps at the client's
+        σ and sampling rate), so a state a client reports about itself cannot under-report its ε.
+        ``replace`` (a node taking the server's authoritative state) drops what was held. Every entry
+        is checked before any is applied.
+        """
+        if not isinstance(data, dict):
+            raise UpdateError(f"DP accountant state: expected a mapping of client id -> state, got {type(data).__name__}")
+        parsed = dict(_parse_state(cid, entry) for cid, entry in data.items())
+        for cid, (z, q, history) in parsed.items():
+            st = self.clients.get(cid)
+            if st is not None and not replace:
+                _check_extends(cid, st, z, q, history)
+        for cid, (z, q, history) in parsed.items():
+            if replace:
+                self.clients.pop(cid, None)
+            st = self._state(cid)
+            st.noise_multiplier, st.sample_rate = z, q
+            st.engine.accountant.history = list(history)
+
+
+def _positive(value: Any, what: str, *, at_most: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UpdateError(f"{what}: expected a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0 or (at_most is not None and v > at_most):
+        raise UpdateError(f"{what}: must be finite, > 0{f' and <= {at_most:g}' if at_most else ''}, got {value!r}")
+    return v
+
+
+def _parse_state(cid: Any, entry: Any) -> tuple[int, tuple[float | None, float | None, list[tuple[float, float, int]]]]:
+    """``(client_id, (σ, q, history))`` of one JSON accountant state, or UpdateError naming the problem."""
+    try:
+        client = int(cid)
+    except (TypeError, ValueError):
+        raise UpdateError(f"DP accountant state: client id {cid!r} is not an integer") from None
+    where = f"DP accountant state of client {client}"
+    if not isinstance(entry, dict) or not {"noise_multiplier", "sample_rate", "history"} <= set(entry):
+        raise UpdateError(f"{where}: expected noise_multiplier, sample_rate and history, got {entry!r:.120}")
+    z = None if entry["noise_multiplier"] is None else _positive(entry["noise_multiplier"], f"{where}: noise_multiplier")
+    q = None if entry["sample_rate"] is None else _positive(entry["sample_rate"], f"{where}: sample_rate", at_most=1.0)
+    raw = entry["history"]
+    if not isinstance(raw, list):
+        raise UpdateError(f"{where}: history must be a list of [noise_multiplier, sample_rate, steps]")
+    history = []
+    for k, item in enumerate(raw):
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            raise UpdateError(f"{where}: history[{k}] must be [noise_multiplier, sample_rate, steps], got {item!r:.80}")
+        hz = _positive(item[0], f"{where}: history[{k}] noise_multiplier")
+        hq = _positive(item[1], f"{where}: history[{k}] sample_rate", at_most=1.0)
+        n = item[2]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise UpdateError(f"{where}: history[{k}] steps must be an integer >= 1, got {n!r}")
+        if (z is not None and hz != z) or (q is not None and hq != q):
+            raise UpdateError(f"{where}: history[{k}] was taken at σ={hz}, q={hq}, not the client's σ={z}, q={q}")
+        history.append((hz, hq, n))
+    if history and (z is None or q is None):
+        raise UpdateError(f"{where}: a history without the client's noise_multiplier and sample_rate")
+    return client, (z, q, history)
+
+
+def _check_extends(cid: int, st: _ClientState, z: float | None, q: float | None,
+                   history: list[tuple[float, float, int]]) -> None:
+    """The new state keeps every step already accounted for (budget spent never shrinks)."""
+    where = f"DP accountant state of client {cid}"
+    old = list(st.engine.accountant.history)
+    for name, held, new in (("noise_multiplier", st.noise_multiplier, z), ("sample_rate", st.sample_rate, q)):
+        if held is not None and new != held:
+            raise UpdateError(f"{where}: {name} changed from {held} to {new}; the accountant's steps were taken at {held}")
+    if not old:
+        return
+    same_prefix = (len(history) >= len(old) and all(tuple(history[k]) == tuple(old[k]) for k in range(len(old) - 1))
+                   and tuple(history[len(old) - 1][:2]) == tuple(old[-1][:2]) and history[len(old) - 1][2] >= old[-1][2])
+    if not same_prefix:
+        steps_old, steps_new = sum(n for *_, n in old), sum(n for *_, n in history)
+        raise UpdateError(f"{where}: drops steps already accounted for ({steps_old} held, the new history has "
+                          f"{steps_new} and does not extend the held one); refusing to lower the spent budget")
+

@@ -248,6 +248,6 @@ class ClientPrivacyHook(Stage):
     def state_json(self) -> dict[str, Any]:
         return {}
 
-    def load_state_json(self, data: dict[str, Any]) -> None:
+    def load_state_json(self, data: dict[str, Any], *, replace: bool = False) -> None:
         if data:
             raise ValueError(f"{type(self).__name__} keeps no accountant state, got {sorted(data)[:4]}")

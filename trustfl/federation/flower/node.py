@@ -68,8 +68,9 @@ class NodeClients:
                               f"entries, this node's model {self.side.layout.size}; node and server disagree on the "
                               "model, adapters or number of labels")
         key = str(task.client_id)
-        if self.privacy is not None and task.privacy_state:
-            self.privacy.load_state_json({key: task.privacy_state})  # the server keeps each client's accountant
+        if self.privacy is not None:  # the server keeps each client's accountant: its state replaces this node's
+            self.privacy.load_state_json({key: task.privacy_state or
+                                          {"noise_multiplier": None, "sample_rate": None, "history": []}}, replace=True)
         result = self.client(task.client_id).fit(task.round, task.global_vector, seed=self.config.seed)
         state = self.privacy.state_json().get(key) if self.privacy is not None else None
         return result, state
