@@ -98,8 +98,8 @@ class Federation:
         from trustfl.data import label_names
 
         self.label_names = label_names(data.dataset) if cfg.model.task == "classification" else None
-        side = build_model_side(cfg, num_labels=len(self.label_names) if self.label_names else None,
-                                privacy=self.privacy)
+        num_labels = len(self.label_names) if self.label_names else None
+        side = build_model_side(cfg, num_labels=num_labels, privacy=self.privacy)
         self.fm, self.model, self.layout, self.trainer = side.fm, side.model, side.layout, side.trainer
 
         def tok(d: Any) -> list[dict[str, Any]]:
@@ -109,9 +109,7 @@ class Federation:
                                 task=cfg.model.task, progress=self.progress)
         local = LocalEngine(clients, seed=cfg.seed, progress=self.progress, secure_aggregation=self.secure_aggregation,
                             sum_weights=self.pipeline.sum_weights if self.secure_aggregation else None)
-        self.engine = build_engine(cfg, local, privacy=self.privacy,
-                                   num_labels=len(self.label_names) if self.label_names else None,
-                                   progress=self.progress)
+        self.engine = build_engine(cfg, local, privacy=self.privacy, num_labels=num_labels, progress=self.progress)
         self.test_examples = self.trainer.attach_prefix(tok(data.test))
         self.eval_sets = {name: (self.trainer.attach_prefix(tok(records)), target) for c in self.components
                           for name, (records, target) in c.eval_sets(data.test).items()}
