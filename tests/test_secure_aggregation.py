@@ -4,9 +4,10 @@ Fixed-point error bounds used below (p = 16 precision bits, K = 3 parties):
 * plain secure sum of n clients with integer weights w: each entry is encoded with |error| < 2^-p
   (truncation) and the ring sum is exact, so |secure - float64 sum| < (sum_i w_i) 2^-p per entry;
 * with norm bounding, clients share y = x / B (encoding error < 2^-p in units of B), the clip factor
-  f_i is computed on shares with a relative error eps_f <= 2^-(p-4) (R = 5 range-reduction steps and
-  7 Newton-Raphson steps, each truncating at 2^-p), and the product is revealed untruncated: per entry
-  |secure - sum_i clip_B(x_i)| <= n * 4 * 2^-p * B + eps_f * sum_i f_i |x_ij|.
+  f_i is computed on shares with a relative error eps_f <= 2^-(p-4) (the quadratic's 6.4e-6 plus five
+  truncations at 2^-p on values of order 1 and the constants' rounding, about 2^-p each), and the
+  product is revealed untruncated: per entry |secure - sum_i clip_B(x_i)| <= n * 4 * 2^-p * B +
+  eps_f * sum_i f_i |x_ij|.
 """
 
 from __future__ import annotations
@@ -88,6 +89,33 @@ def test_norm_bounding_in_mpc_equals_plaintext_clipping(pool, bound):
                                    atol=float(_clip_bound(x[i:i + 1], bound).max()))
 
 
+def test_norm_bounding_is_exact_at_every_range_reduction_bucket_edge(pool):
+    """The clip factor is computed per bucket ``S in (2^(k/8), 2^((k+1)/8)]`` (norm ratios 2^(k/16)): updates
+    just below and just above every edge (and at the pre-clip limit 2^R) are clipped as in plaintext."""
+    from trustfl.defenses.secure_aggregation.mpc import BUCKETS_PER_OCTAVE, RANGE_STEPS
+
+    edges = [2.0 ** (k / (2 * BUCKETS_PER_OCTAVE)) for k in range(2 * BUCKETS_PER_OCTAVE * RANGE_STEPS + 1)]
+    ratios = torch.tensor([e * f for e in edges for f in (1 - 1e-6, 1 + 1e-6)] + [0.0, 1e-4, 0.5], dtype=torch.float64)
+    x = _rows(len(ratios), 64, seed=17).double()
+    x = (x / x.norm(dim=1, keepdim=True) * ratios.unsqueeze(1)).float()
+    out = MPCSecureAggregator(pool=pool, norm_bound=1.0).secure_sum(x)
+    reference = clip_rows(x.double(), 1.0)[0].sum(0)
+    assert bool(((out.total - reference).abs() <= _clip_bound(x, 1.0)).all())
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 12), d=st.integers(1, 400), bound=st.sampled_from([0.02, 1.0, 30.0]),
+       log_ratios=st.lists(st.floats(-3.0, 3.6), min_size=12, max_size=12), seed=st.integers(0, 2 ** 16))
+def test_norm_bounding_property(pool, n, d, bound, log_ratios, seed):
+    """Hypothesis: the in-MPC clip equals plaintext clipping within the stated bound, norms 1e-3 B .. 4e3 B."""
+    ratios = torch.tensor(log_ratios[:n], dtype=torch.float64).exp2().mul(3.32)  # 2^(3.32 r) ~ 10^r
+    x = _rows(n, d, seed=seed).double()
+    x = (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) * (ratios * bound).unsqueeze(1)).float()
+    out = MPCSecureAggregator(pool=pool, norm_bound=bound).secure_sum(x)
+    reference = clip_rows(x.double(), bound)[0].sum(0)
+    assert bool(((out.total - reference).abs() <= _clip_bound(x, bound)).all())
+
+
 def test_norm_bound_zero_mode_drops_over_bound_updates(pool):
     x = _rows(4, 200, seed=5).double()
     x = (x / x.norm(dim=1, keepdim=True) * torch.tensor([0.5, 0.99, 1.01, 40.0]).unsqueeze(1).double()).float()
@@ -111,7 +139,7 @@ def test_a_partys_shares_of_two_different_updates_are_indistinguishable():
     a = torch.zeros(d)
     b = torch.full((d,), 100.0)
     sa, sb = share_update(a, num_parties=3), share_update(b, num_parties=3)
-    for party in range(3):  # seed-expanded shares (0, 1) and the dense share (2)
+    for party in range(3):  # key-expanded shares (0, 1) and the dense share (2)
         ua = sa.share(party).double() / 2.0 ** 64 + 0.5
         ub = sb.share(party).double() / 2.0 ** 64 + 0.5
         assert ks_2samp(ua.numpy(), ub.numpy()).pvalue > 1e-3, party
@@ -337,7 +365,21 @@ def test_a_malformed_share_excludes_only_that_client(pool):
     secure.submit(0, x[0])
     secure.submit(1, x[1])
     good = share_update(x[2], num_parties=3)
-    secure.deliver(2, ClientShares(seeds=good.seeds, last=torch.zeros(7, dtype=torch.int64)))  # wrong length
+    secure.deliver(2, ClientShares(keys=good.keys, last=torch.zeros(7, dtype=torch.int64)))  # wrong length
     out = secure.finish()
     assert out.client_ids == [0, 1] and out.dropped == [2]
     assert (out.total - x[:2].double().sum(0)).abs().max() < sum_error_bound(2)
+    # client side: a malformed share key is refused before anything is sent
+    secure = agg.open_round(4, [0, 1], dim=50)
+    with pytest.raises(UpdateError, match="32-byte"):
+        secure.deliver(1, ClientShares(keys=[good.keys[0][:31], good.keys[1]], last=good.last))
+    secure.finish()
+    # party side: a key of the wrong length or type reaching a party (a hostile client) excludes that client
+    for bad_key in (good.keys[0][:31], good.keys[0] + b"\0", 12345, "k" * 32):
+        secure = agg.open_round(5, [0, 1], dim=50)
+        secure.submit(0, x[0])
+        secure.deliver(1, good, parties=[1, 2])
+        agg.pool.send(0, ("share", 1, "x", bad_key), what="test")
+        out = secure.finish()
+        assert out.client_ids == [0] and out.dropped == [1], bad_key
+        assert (out.total - x[0].double()).abs().max() < sum_error_bound(1)

@@ -27,16 +27,16 @@ Use in your own loop::
 from __future__ import annotations
 
 import math
-import secrets
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
 from trustfl.defenses.dp.client_level import clip_rows
-from trustfl.defenses.secure_aggregation.encoding import ClientShares, decode, share_update
+from trustfl.defenses.secure_aggregation.encoding import ClientShares, all_finite, decode, share_update
 from trustfl.defenses.secure_aggregation.mpc import RANGE_STEPS, output_scale_bits
 from trustfl.defenses.secure_aggregation.pool import PartyPool, SecureAggregationError
+from trustfl.defenses.secure_aggregation.prg import KEY_BYTES, new_key, normal_stream
 from trustfl.errors import ConfigError, UpdateError
 from trustfl.types import SecureSum
 
@@ -70,7 +70,7 @@ class SecureRound:
         if update.ndim != 1 or update.numel() != st.dim:
             raise UpdateError(f"client {client_id}: update has shape {tuple(update.shape)}, expected ({st.dim},)")
         p = agg.pool.precision_bits
-        if not bool(torch.isfinite(update).all()):
+        if not all_finite(update):
             raise UpdateError(f"client {client_id}: the update contains NaN/Inf; it cannot be secret-shared")
         if agg.norm_bound is not None:
             # in units of B, and the client's own loose pre-clip to norm 2^R, the range in which the MPC's
@@ -81,8 +81,8 @@ class SecureRound:
         noise = None
         if agg.noise_multiplier is not None:  # in units of B, at the scale the result is revealed at
             std = agg.noise_multiplier / math.sqrt(self.num_sampled)
-            g = torch.Generator().manual_seed(secrets.randbits(63))  # unpredictable to the server
-            noise = share_update(torch.randn(st.dim, generator=g, dtype=torch.float64) * std,
+            draw = normal_stream(new_key(), st.dim)  # ChaCha20 under a fresh key: unpredictable to the server
+            noise = share_update(draw * std,
                                  num_parties=agg.pool.parties, check_norm=False,
                                  precision_bits=output_scale_bits(p, bounded=True, integral_weights=True))
         return x, noise
@@ -97,16 +97,19 @@ class SecureRound:
             raise UpdateError(f"client {client_id}: weight must be a finite number > 0, got {weight!r}")
         if (noise is None) != (agg.noise_multiplier is None):
             raise UpdateError(f"client {client_id}: DP noise shares are {'missing' if noise is None else 'unexpected'}")
+        for sh in (shares, noise):
+            if sh is not None and not all(isinstance(k, bytes) and len(k) == KEY_BYTES for k in sh.keys):
+                raise UpdateError(f"client {client_id}: every share key must be a {KEY_BYTES}-byte string")
         st.weights[int(client_id)] = float(weight)
         targets = range(agg.pool.parties) if parties is None else parties
         for j in targets:
             for what, sh in (("x", shares), ("n", noise)):
                 if sh is None:
                     continue
-                if j < len(sh.seeds):
-                    agg.pool.send(j, ("share", int(client_id), what, sh.seeds[j]), what=f"round {st.round}")
+                if j < len(sh.keys):
+                    agg.pool.send(j, ("share", int(client_id), what, sh.keys[j]), what=f"round {st.round}")
                 else:
-                    agg.pool.send(j, ("share", int(client_id), what, None), sh.last.numpy().tobytes(),
+                    agg.pool.send(j, ("share", int(client_id), what, None), sh.last.contiguous().numpy(),
                                   what=f"round {st.round}")
 
     def submit(self, client_id: int, update: torch.Tensor, weight: float = 1.0) -> None:
@@ -187,7 +190,7 @@ class MPCSecureAggregator:
     def __init__(self, *, parties: int = 3, rendezvous: str = "loopback", host: str = "127.0.0.1",
                  launch: str = "local", precision_bits: int = 16, timeout: float = 300.0,
                  norm_bound: float | None = None, over_bound: str = "scale", noise_multiplier: float | None = None,
-                 cosine_threshold: float | None = None, chunk_elements: int = 2 ** 22,
+                 cosine_threshold: float | None = None, chunk_elements: int = 2 ** 24,
                  pool: PartyPool | None = None) -> None:
         if norm_bound is not None and not (math.isfinite(norm_bound) and 1e-4 <= norm_bound <= 1e3):
             raise ConfigError(f"secure_aggregation.norm_bound: must be in [1e-4, 1e3] (or unset), got {norm_bound}")

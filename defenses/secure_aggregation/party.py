@@ -7,7 +7,9 @@ connection to the coordinator (``multiprocessing.connection`` with an HMAC key f
 reports which clients' shares are complete, runs :func:`~.mpc.compute_round` with the other
 parties and sends back only its *share* of the result: no party ever sees a plaintext update,
 norm or sum. Rank ``K`` is CrypTen's ``TTPServer`` (Beaver triples, truncation and comparison
-tuples; it never sees a share of an input). Parties live for the whole run (started once).
+tuples; it never sees a share of an input) with one more tuple type, trustfl's ``matmul_norms``,
+whose masks are ChaCha20 streams (:mod:`~.prg`) under a fresh key the dealer sends each party
+once, at start-up, over their point-to-point gloo channel. Parties live for the whole run (started once).
 
 Run by hand on another machine (``launch = "external"``)::
 
@@ -24,7 +26,9 @@ from multiprocessing.connection import Client
 
 import torch
 
-__all__ = ["main"]
+from trustfl.defenses.secure_aggregation.prg import KEY_BYTES
+
+__all__ = ["dealer_class", "main"]
 
 
 def _init_crypten(*, rank: int, parties: int, rendezvous: str, precision_bits: int):  # type: ignore[no-untyped-def]
@@ -38,13 +42,13 @@ def _init_crypten(*, rank: int, parties: int, rendezvous: str, precision_bits: i
 
 
 class _Party:
-    def __init__(self, conn, *, rank: int, parties: int, precision_bits: int) -> None:  # type: ignore[no-untyped-def]
-        self.conn, self.rank, self.parties, self.p = conn, rank, parties, precision_bits
-        self.last = rank == parties - 1  # receives dense shares; the others receive seeds
+    def __init__(self, conn, *, rank: int, parties: int, precision_bits: int, dealer) -> None:  # type: ignore[no-untyped-def]
+        self.conn, self.rank, self.parties, self.p, self.dealer = conn, rank, parties, precision_bits, dealer
+        self.last = rank == parties - 1  # receives dense shares; the others receive 32-byte keys
         self.round: dict = {}
 
-    def _store(self, cid: int, what: str, seed: int | None) -> None:
-        if seed is None:
+    def _store(self, cid: int, what: str, key: bytes | None) -> None:
+        if key is None:
             raw = self.conn.recv_bytes()
             if len(raw) != 8 * self.round["dim"]:  # a malformed share: the client stays incomplete (excluded)
                 self.round[what].pop(cid, None)
@@ -52,14 +56,17 @@ class _Party:
                 return
             if cid not in self.round.get("bad", set()):
                 self.round[what][cid] = torch.frombuffer(bytearray(raw), dtype=torch.int64)
+        elif not isinstance(key, bytes) or len(key) != KEY_BYTES:  # a malformed key: excluded like a bad share
+            self.round[what].pop(cid, None)
+            self.round.setdefault("bad", set()).add(cid)
         elif cid not in self.round.get("bad", set()):
-            self.round[what][cid] = int(seed)
+            self.round[what][cid] = key
 
     def _share(self, what: str, cid: int) -> torch.Tensor:
-        from trustfl.defenses.secure_aggregation.encoding import expand_seed
+        from trustfl.defenses.secure_aggregation.encoding import expand_key
 
         value = self.round[what][cid]
-        return value if isinstance(value, torch.Tensor) else expand_seed(value, self.round["dim"])
+        return value if isinstance(value, torch.Tensor) else expand_key(value, self.round["dim"])
 
     def _complete(self) -> list[int]:
         ids = set(self.round["x"]) - self.round.get("bad", set())
@@ -68,6 +75,7 @@ class _Party:
         return sorted(ids)
 
     def _compute(self, msg: dict) -> None:
+        from trustfl.defenses.secure_aggregation.encoding import expand_key
         from trustfl.defenses.secure_aggregation.mpc import RoundPlan, compute_round
 
         ids = [int(c) for c in msg["included"]]
@@ -81,17 +89,24 @@ class _Party:
                          cosine_threshold=msg["cosine_threshold"], chunk_elements=msg["chunk_elements"])
 
         def block_of(part: slice) -> torch.Tensor:
-            return torch.stack([self._share("x", c) for c in ids[part]])
+            rows = ids[part]
+            block = torch.empty((len(rows), d), dtype=torch.int64)
+            for row, c in zip(block, rows):  # keys expand straight into the block: no stacking copy
+                value = self.round["x"][c]
+                if isinstance(value, torch.Tensor):
+                    row.copy_(value)
+                else:
+                    expand_key(value, d, out=row)
+            return block
 
         noise = None
         if self.round["noise"]:
             noise = torch.zeros(d, dtype=torch.int64)
             for c in ids:
                 noise += self._share("n", c)
-        gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
-        total, bits = compute_round(block_of, noise, len(ids), d, plan, generator=gen)
+        total, bits = compute_round(block_of, noise, len(ids), d, plan, dealer=self.dealer)
         self.conn.send(("result", self.round["id"], bits is not None))
-        self.conn.send_bytes(total.numpy().tobytes())
+        self.conn.send_bytes(total.contiguous().numpy())
         if bits is not None:
             self.conn.send_bytes(bits.contiguous().numpy().tobytes())
         self.round = {}
@@ -117,22 +132,45 @@ class _Party:
                 raise ValueError(f"party {self.rank}: unknown message {kind!r}")
 
 
-def _dealer_class() -> type:
-    """CrypTen's ``TTPServer`` with one more tuple type, ``matmul_norms`` (see :mod:`~.mpc`)."""
-    from trustfl.defenses.secure_aggregation.crypten_import import import_crypten
+def dealer_class() -> type:
+    """CrypTen's ``TTPServer`` with one more tuple type, ``matmul_norms`` (see :mod:`~.mpc`).
 
-    class Dealer(import_crypten().mpc.provider.ttp_provider.TTPServer):  # type: ignore[misc,name-defined]
-        def matmul_norms(self, size_a, size_b):  # type: ignore[no-untyped-def]
-            """Party 0's shares of ``c = a @ b`` and ``s = rowsum(b * b)`` (flattened, c first)."""
-            a = self._get_additive_PRSS(size_a)
-            b = self._get_additive_PRSS(size_b)
-            c = a @ b
-            s = (b * b).sum(dim=1)
-            c0 = c - self._get_additive_PRSS(c.size(), remove_rank=True)
-            s0 = s - self._get_additive_PRSS(s.size(), remove_rank=True)
-            return torch.cat([c0.flatten(), s0.flatten()])
+    At start-up, after CrypTen's own set-up, the dealer sends every compute party a fresh 32-byte
+    ChaCha20 key (:func:`~.prg.new_key`) over the point-to-point gloo channel CrypTen's TTP uses for its seeds.
+    """
+    import torch.distributed as dist
+
+    from trustfl.defenses.secure_aggregation.crypten_import import import_crypten
+    from trustfl.defenses.secure_aggregation.mpc import TupleDealer
+    from trustfl.defenses.secure_aggregation.prg import new_key
+
+    crypten = import_crypten()
+
+    class Dealer(crypten.mpc.provider.ttp_provider.TTPServer):  # type: ignore[misc,name-defined]
+        def _setup_generators(self) -> None:  # type: ignore[override]
+            super()._setup_generators()
+            keys = [new_key() for _ in range(crypten.communicator.get().get_world_size())]
+            self.tuples = TupleDealer(keys)
+            for i, key in enumerate(keys):
+                dist.send(torch.frombuffer(bytearray(key), dtype=torch.uint8), dst=i, group=self.ttp_group)
+
+        def matmul_norms(self, m: int, d: int, counter: int) -> torch.Tensor:
+            return self.tuples.matmul_norms(m, d, counter)
 
     return Dealer
+
+
+def receive_dealer_key():  # type: ignore[no-untyped-def]
+    """A compute party's key shared with the dealer (sent once by :func:`dealer_class`'s set-up)."""
+    import torch.distributed as dist
+
+    from trustfl.defenses.secure_aggregation.crypten_import import import_crypten
+    from trustfl.defenses.secure_aggregation.mpc import DealerKeys
+
+    comm = import_crypten().communicator.get()
+    key = torch.empty(KEY_BYTES, dtype=torch.uint8)
+    dist.recv(key, src=comm.get_ttp_rank(), group=comm.ttp_group)
+    return DealerKeys(bytes(key.numpy().tobytes()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,15 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     crypten = _init_crypten(rank=args.rank, parties=args.parties, rendezvous=args.rendezvous,
                             precision_bits=args.precision_bits)
     if args.rank == args.parties:  # CrypTen's trusted third party: serves tuples until rank 0 says terminate
-        _dealer_class()()
+        dealer_class()()
         return 0
     host, port = args.coordinator.rsplit(":", 1)
     conn = Client((host, int(port)), authkey=bytes.fromhex(key))
     conn.send(("hello", args.rank, os.getpid()))
     crypten.init()
+    dealer = receive_dealer_key()
     conn.send(("ready", args.rank))
     try:
-        _Party(conn, rank=args.rank, parties=args.parties, precision_bits=args.precision_bits).serve()
+        _Party(conn, rank=args.rank, parties=args.parties, precision_bits=args.precision_bits, dealer=dealer).serve()
     finally:
         crypten.uninit()
         conn.close()

@@ -189,12 +189,13 @@ class PartyPool:
         raise PartyFailure(f"secure aggregation: {message}; nothing was released and the round is not committed "
                            "(resume the run with --resume)")
 
-    def send(self, rank: int, msg: tuple, data: bytes | None = None, *, what: str) -> None:
+    def send(self, rank: int, msg: tuple, data: "bytes | memoryview | Any" = None, *, what: str) -> None:
+        """Send a control message (and a bytes-like payload, e.g. a numpy array: sent without a copy)."""
         try:
             self.conns[rank].send(msg)
             if data is not None:
                 self.conns[rank].send_bytes(data)
-                self.bytes_sent += len(data)
+                self.bytes_sent += memoryview(data).nbytes
         except (OSError, EOFError, ValueError) as exc:
             self._check_alive(what)
             self._fail(f"lost the connection to compute party {rank} during {what} ({type(exc).__name__})")
