@@ -18,21 +18,16 @@ from trustfl.errors import ConfigError, StopFederation, TrustFLError
 from trustfl.federation import Federation
 from trustfl.rundir import RunDir
 
+from tiny_runs import tiny_run
+
 SERVER = {"aggregator": "fedavg", "aggregator_options": {"weighted": False}}
 
 
 def _config(model_dir: str, *, federation: dict | None = None, **sections) -> RunConfig:
-    data = {
-        "name": "dp", "seed": 0,
-        "model": {"name": model_dir, "max_length": 24},
-        "lora": {"r": 2, "top_layers": 2},
-        "data": {"name": "sms_spam", "max_records": 200, "holdout_fraction": 0.1},
-        "partition": {"num_clients": 4, "scheme": "iid"},
-        "client": {"batch_size": 8, "max_steps": 2, "lr": 5e-3},
-        "federation": {"rounds": 2, "save_client_updates": False, **(federation or {})},
-    }
-    data.update(sections)
-    return RunConfig.from_dict(data)
+    """``federation`` fields are set on the base run's; other ``sections`` replace whole sections."""
+    fields = {"client__max_steps": 2, "federation__save_client_updates": False,
+              **{f"federation__{k}": v for k, v in (federation or {}).items()}}
+    return RunConfig.from_dict(tiny_run(model_dir, name="dp", replace=sections, **fields))
 
 
 # ---------------------------------------------------------------------- independent accountant (dp-accounting)

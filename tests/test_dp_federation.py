@@ -12,19 +12,13 @@ from trustfl.errors import ConfigError
 from trustfl.federation import Federation
 from trustfl.rundir import RunDir
 
+from tiny_runs import tiny_run
+
 
 def _config(model_dir: str, **sections) -> RunConfig:
-    data = {
-        "name": "dp", "seed": 0,
-        "model": {"name": model_dir, "max_length": 24},
-        "lora": {"r": 2, "top_layers": 2},
-        "data": {"name": "sms_spam", "max_records": 200, "holdout_fraction": 0.1},
-        "partition": {"num_clients": 4, "scheme": "iid"},
-        "client": {"batch_size": 8, "max_steps": 3, "lr": 5e-3},
-        "federation": {"rounds": 2, "save_client_updates": False},
-    }
-    data.update(sections)
-    return RunConfig.from_dict(data)
+    """``sections`` replace whole sections of the base run (which keeps no client updates)."""
+    return RunConfig.from_dict(tiny_run(model_dir, name="dp", replace={
+        "federation": {"rounds": 2, "save_client_updates": False}, **sections}))
 
 
 def test_sample_level_dp_in_the_loop(tiny_bert_dir, tmp_path):

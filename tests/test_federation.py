@@ -18,21 +18,12 @@ from trustfl.federation import Federation
 from trustfl.rundir import RunDir
 from trustfl.types import DataAttackStage, UpdateAttackStage
 
+from tiny_runs import tiny_run
+
 
 def _config(model_dir: str, **over) -> RunConfig:
-    data = {
-        "name": "t", "seed": 0,
-        "model": {"name": model_dir, "max_length": 24},
-        "lora": {"r": 2, "top_layers": 2},
-        "data": {"name": "sms_spam", "max_records": 240, "holdout_fraction": 0.1},
-        "partition": {"num_clients": 4, "scheme": "dirichlet", "alpha": 1.0},
-        "client": {"batch_size": 8, "max_steps": 3, "lr": 5e-3},
-        "federation": {"rounds": 2},
-    }
-    for key, value in over.items():
-        section, field = key.split("__")
-        data.setdefault(section, {})[field] = value
-    return RunConfig.from_dict(data)
+    return RunConfig.from_dict(tiny_run(model_dir, **{"data__max_records": 240, "partition__scheme": "dirichlet",
+                                                      "partition__alpha": 1.0, **over}))
 
 
 def test_run_writes_a_verifiable_run_directory(tiny_bert_dir, tmp_path):

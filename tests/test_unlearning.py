@@ -16,25 +16,16 @@ from trustfl.defenses.unlearning import (ForgetFederation, UnlearningError, Unle
 from trustfl.federation import Federation
 from trustfl.rundir import RunDir, sha256_file
 
+from tiny_runs import tiny_run
+
 FORGET = 1  # sampled in rounds 2, 3, 4 (5 clients, 2 per round, seed 0); client 2 only in round 2
 
 
 def _config_dict(model_dir: str, **over) -> dict:
-    data = {
-        "name": "u", "seed": 0,
-        "model": {"name": model_dir, "max_length": 24},
-        "lora": {"r": 2, "top_layers": 2},
-        "data": {"name": "sms_spam", "max_records": 200, "holdout_fraction": 0.2},
-        "partition": {"num_clients": 5, "scheme": "iid"},
-        "client": {"batch_size": 8, "max_steps": 3, "lr": 5e-3},
-        "federation": {"rounds": 4, "clients_per_round": 2},
-        "attack": {"attackers": [FORGET], "data": {"name": "backdoor", "trigger": "cf", "target": 1,
-                                                   "poison_fraction": 0.5}},
-    }
-    for key, value in over.items():
-        section, field = key.split("__")
-        data.setdefault(section, {})[field] = value
-    return data
+    attack = {"attackers": [FORGET], "data": {"name": "backdoor", "trigger": "cf", "target": 1, "poison_fraction": 0.5}}
+    return tiny_run(model_dir, name="u", replace={"attack": attack},
+                    **{"data__holdout_fraction": 0.2, "partition__num_clients": 5, "federation__rounds": 4,
+                       "federation__clients_per_round": 2, **over})
 
 
 @pytest.fixture(scope="module")
