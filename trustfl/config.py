@@ -173,15 +173,47 @@ class FlowerSettings:
     that has not replied by then is dropped from the round); ``connect_timeout``: seconds to wait for
     the nodes that host the sampled clients to connect; ``min_clients``: fewest replies a round
     accepts (fewer stops the run with a clear error; the pipeline's own Byzantine tolerance is
-    checked on the clients that replied as well).
+    checked on the clients that replied as well). ``secure_aggregation = "secaggplus"``: Flower's SecAgg+
+    with Flower's parameters ``num_shares``, ``reconstruction_threshold``, ``clipping_range`` (entries of
+    each weighted update are clipped to it), ``quantization_range`` and ``max_weight`` (the largest
+    per-client weight; None: 1 for unweighted aggregation, else 1000).
     """
 
     client_cpus: float = 1.0
     round_timeout: float = 600.0
     connect_timeout: float = 120.0
     min_clients: int = 1
+    # "secaggplus": Flower's SecAgg+ (Bell et al. 2020) sums the updates; the server sees only the aggregate
+    # (trustfl.federation.flower.secaggplus, docs/flower.md). Its parameters keep Flower's names and meaning.
+    secure_aggregation: Literal["none", "secaggplus"] = "none"
+    num_shares: int | float = 1.0
+    reconstruction_threshold: int | float = 0.5
+    clipping_range: float = 8.0
+    quantization_range: int = 4194304
+    max_weight: float | None = None  # None: 1 for unweighted aggregation (w_i = 1), else 1000 (Flower's default)
 
     def __post_init__(self) -> None:
+        p = "federation.flower."
+        if isinstance(self.num_shares, int):
+            _check(self.num_shares == 1 or self.num_shares > 2, p + "num_shares",
+                   f"an integer must be > 2 (or a float in (0, 1]: a fraction of the round's clients), got "
+                   f"{self.num_shares}")
+        else:
+            _check(0 < self.num_shares <= 1, p + "num_shares",
+                   f"a float is a fraction of the round's clients and must be in (0, 1], got {self.num_shares}")
+        if isinstance(self.reconstruction_threshold, int):
+            _check(self.reconstruction_threshold >= 1, p + "reconstruction_threshold",
+                   f"must be >= 1, got {self.reconstruction_threshold}")
+            _check(not isinstance(self.num_shares, int) or self.num_shares == 1
+                   or self.reconstruction_threshold < self.num_shares, p + "reconstruction_threshold",
+                   f"must be < num_shares = {self.num_shares}, got {self.reconstruction_threshold}")
+        else:
+            _check(0 < self.reconstruction_threshold <= 1, p + "reconstruction_threshold",
+                   f"a float is a fraction of num_shares and must be in (0, 1], got {self.reconstruction_threshold}")
+        _check(self.clipping_range > 0, p + "clipping_range", f"must be > 0, got {self.clipping_range}")
+        _check(1 < self.quantization_range < 2**32, p + "quantization_range",
+               f"must be in (1, 2**32) (Flower's modulus_range is 2**32), got {self.quantization_range}")
+        _check(self.max_weight is None or self.max_weight > 0, p + "max_weight", f"must be > 0, got {self.max_weight}")
         _check(self.client_cpus > 0, "federation.flower.client_cpus", f"must be > 0, got {self.client_cpus}")
         _check(self.round_timeout > 0, "federation.flower.round_timeout", f"must be > 0, got {self.round_timeout}")
         _check(self.connect_timeout > 0, "federation.flower.connect_timeout",
@@ -214,6 +246,9 @@ class FederationSettings:
         _check(self.fraction is None or self.clients_per_round is None, "federation",
                "set either clients_per_round or fraction, not both")
         _check(self.eval_every >= 1, "federation.eval_every", f"must be >= 1, got {self.eval_every}")
+        _check(self.flower.secure_aggregation == "none" or self.engine == "flower",
+               "federation.flower.secure_aggregation", f"{self.flower.secure_aggregation!r} runs on engine = 'flower', "
+               f"got engine = {self.engine!r} (trustfl's own MPC secure aggregation is [secure_aggregation])")
 
 
 _NAME_RE = re.compile(r"[\w-][\w.-]{0,127}")  # file-name safe: no '/', no '..' escape from runs/
@@ -260,6 +295,12 @@ class RunConfig:
         if fed.clients_per_round is not None:
             _check(fed.clients_per_round <= part.num_clients, "federation.clients_per_round",
                    f"{fed.clients_per_round} exceeds partition.num_clients = {part.num_clients}")
+        if fed.flower.secure_aggregation == "secaggplus":
+            k, q = self.clients_per_round, fed.flower.quantization_range
+            _check(k >= 2, "federation.clients_per_round", f"SecAgg+ sums at least 2 clients' updates (one client's "
+                   f"sum is its update), got {k}")
+            _check(k * q < 2**32, "federation.flower.quantization_range", f"{k} clients x {q} overflows SecAgg+'s "
+                   f"modulus 2**32; lower it below {2**32 // k}")
         for validate in plugins.validators():
             validate(self)
 

@@ -24,26 +24,30 @@ def assemble(config: Any, pipeline: PipelineLike, components: Sequence[RunCompon
     """Set every component up, let it configure the pipeline, and refuse combinations that cannot hold.
 
     Raises:
-        ConfigError: secure aggregation with client updates stored, with a pipeline that needs
+        ConfigError: secure aggregation (trustfl's MPC, or Flower's SecAgg+ named by
+            ``federation.flower.secure_aggregation``) with client updates stored, with a pipeline that needs
             individual updates, or with update attacks; two client-side privacy hooks.
         TypeError: a component is not a :class:`~trustfl.types.RunComponent`.
     """
     components = list(components)
+    what = "secure_aggregation"
+    if config.federation.engine == "flower" and config.federation.flower.secure_aggregation != "none":
+        secure, what = True, f"federation.flower.secure_aggregation = {config.federation.flower.secure_aggregation!r}"
     for c in components:
         if not isinstance(c, RunComponent):
             raise TypeError(f"components: {c!r} is not a trustfl.types.RunComponent")
     if secure and config.federation.save_client_updates:
-        raise ConfigError("secure_aggregation: federation.save_client_updates must be false (the server never sees "
+        raise ConfigError(f"{what}: federation.save_client_updates must be false (the server never sees "
                           "individual updates)")
     for c in components:
         c.setup(context)
         pipeline = c.configure_pipeline(pipeline)
     if secure:
         if pipeline.requires_individual_updates:
-            raise ConfigError(f"secure_aggregation: the pipeline {pipeline!r} needs individual updates, which secure "
+            raise ConfigError(f"{what}: the pipeline {pipeline!r} needs individual updates, which secure "
                               "aggregation hides; use a sum-only pipeline (FedAvg [+ noise])")
         if any(c.update_attackers() for c in components):
-            raise ConfigError("secure_aggregation: update attacks rewrite individual updates on the server, which "
+            raise ConfigError(f"{what}: update attacks rewrite individual updates on the server, which "
                               "secure aggregation hides; run them without it")
     hooks = [p for p in (c.client_privacy() for c in components) if p is not None]
     if len(hooks) > 1:

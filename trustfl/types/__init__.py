@@ -2,6 +2,7 @@
 
 from trustfl.types.components import (ClientDataContext, PipelineLike, RunComponent, RunContext, SecureAggregator,
                                       SecureRound, SecureSum, ServerView, TrustedSum)
+from trustfl.types.distributed import DistributedDataStep, Payload, PayloadError
 from trustfl.types.stages import (AggregatorStage, ClientPrivacyHook, DataAttackStage, PostStageBase, PreStage, Stage,
                                   UpdateAttackStage, config_value)
 from trustfl.types.values import Aggregate, AggregateInfo, AttackContext, ClientResult, PrivacyContext, RoundReport
@@ -15,6 +16,9 @@ __all__ = sorted([
     "ClientPrivacyHook",
     "ClientResult",
     "DataAttackStage",
+    "DistributedDataStep",
+    "Payload",
+    "PayloadError",
     "PipelineLike",
     "PostStageBase",
     "PreStage",

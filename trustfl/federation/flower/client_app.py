@@ -1,4 +1,5 @@
-"""trustfl's Flower ``ClientApp``: ``train`` runs one client's round, ``query`` names the clients a node hosts.
+"""trustfl's Flower ``ClientApp``: ``train`` runs one client's round, ``query`` names the clients a node hosts
+(or runs a distributed data step's phase on the node's own records).
 
 ``flwr run`` / ``flower-supernode`` load it as ``trustfl.federation.flower.client_app:app`` (the
 example app in ``examples/flower_app`` points at it). An exception while training (e.g. a missing
@@ -14,29 +15,61 @@ from typing import Any
 from trustfl.federation.flower.identity import hosted_client_ids
 from trustfl.optional import require
 
-__all__ = ["app", "handle_query", "handle_train"]
+__all__ = ["app", "handle_query", "handle_train", "secaggplus_when_asked"]
 FEATURE = "the Flower engine (federation.engine = 'flower')"
 
 
+SECAGGPLUS_CONFIGS = "secaggplus_configs"  # flwr.common.secure_aggregation.secaggplus_constants.RECORD_KEY_CONFIGS
+
+
+def secaggplus_when_asked(message: Any, context: Any, call_next: Any) -> Any:
+    """Train mod: Flower's ``secaggplus_mod`` for SecAgg+'s messages (it masks the update the handler
+    returns), the plain handler for trustfl's own train messages."""
+    if SECAGGPLUS_CONFIGS in message.content.config_records:
+        mods = require("flwr.client.mod", extra="flower", feature=FEATURE)
+        return mods.secaggplus_mod(message, context, call_next)
+    return call_next(message, context)
+
+
 def handle_train(message: Any, context: Any) -> Any:
-    """Decode the task, train the client on this node's own data, reply with its update."""
+    """Decode the task, train the client on this node's own data, reply with its update.
+
+    Under SecAgg+ (a legacy ``FitIns`` behind ``secaggplus_mod``) the update goes to the mod, which
+    sends it masked (:mod:`trustfl.federation.flower.secaggplus`). A node whose node config says
+    ``secure-aggregation = "secaggplus"`` refuses to send its update in plaintext.
+    """
     from trustfl.federation.flower.codec import decode_task, encode_reply
+    from trustfl.federation.flower.data_step import decode_decisions
     from trustfl.federation.flower.node import node_clients
+    from trustfl.federation.flower.secaggplus import handle_secaggplus_fit, is_secaggplus_fit
 
     app = require("flwr.app", extra="flower", feature=FEATURE)
-    task = decode_task(message.content)
     node_config = dict(context.node_config)
+    if is_secaggplus_fit(message.content):
+        return handle_secaggplus_fit(message, context)
+    required = node_config.get("secure-aggregation", "none")
+    if required != "none":
+        raise ValueError(f"this node's node config requires secure-aggregation = {required!r}; it does not send its "
+                         "update in plaintext (set federation.flower.secure_aggregation = 'secaggplus')")
+    task = decode_task(message.content)
     hosted = hosted_client_ids(node_config)
     if task.client_id not in hosted:
         raise ValueError(f"this node hosts client(s) {hosted}, not client {task.client_id}")
-    node = node_clients(task.config_json, node_config, task.num_labels)
+    decisions = decode_decisions(message.content)  # data steps' decisions (e.g. dedup), applied on this node
+    node = node_clients(task.config_json, node_config, task.num_labels, decisions=decisions)
     result, state = node.train(task)
     return app.Message(encode_reply(result, privacy_state=state), reply_to=message)
 
 
 def handle_query(message: Any, context: Any) -> Any:
-    """Reply with the client ids this node hosts (from its node config; no data is read)."""
+    """Reply with the client ids this node hosts (from its node config; no data is read), or, when the
+    message names a data step's phase (a ConfigRecord ``step``), run that phase on this node's own
+    records (:mod:`trustfl.federation.flower.data_step`)."""
     app = require("flwr.app", extra="flower", feature=FEATURE)
+    if "step" in message.content.config_records:
+        from trustfl.federation.flower.data_step import handle_step
+
+        return app.Message(handle_step(message.content, dict(context.node_config)), reply_to=message)
     ids = hosted_client_ids(dict(context.node_config))
     return app.Message(app.RecordDict({"node": app.ConfigRecord({"client_ids": ids})}), reply_to=message)
 
@@ -44,7 +77,7 @@ def handle_query(message: Any, context: Any) -> Any:
 def _make_app() -> Any:
     clientapp = require("flwr.clientapp", extra="flower", feature=FEATURE)
     client_app = clientapp.ClientApp()
-    client_app.train()(handle_train)
+    client_app.train(mods=[secaggplus_when_asked])(handle_train)
     client_app.query()(handle_query)
     return client_app
 

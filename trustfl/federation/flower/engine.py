@@ -34,8 +34,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from trustfl.errors import TrustFLError, UpdateError
+from trustfl.errors import ConfigError, TrustFLError, UpdateError
 from trustfl.federation.flower.codec import decode_reply, encode_task, flwr_app
+from trustfl.federation.flower.data_step import attach_decisions
 from trustfl.optional import require
 from trustfl.types import ClientResult, RoundReport, ServerView
 
@@ -89,6 +90,9 @@ class FlowerEngine:
         self._asked: set[int] = set()
         self.dropped: dict[int, str] = {}
         self.replied: list[int] = []
+        self.secure: dict[str, Any] | None = None  # this round's SecAgg+ facts
+        self.decisions: dict[int, dict[str, Any]] = {}  # client id -> {data step: its decision} (data_step.py)
+        self.left_out: dict[int, str] = {}  # clients a data step could not decide for, and why
 
     # ------------------------------------------------------------------ discovery
     def discover(self, client_ids: Sequence[int]) -> None:
@@ -127,17 +131,40 @@ class FlowerEngine:
                                   "data-file='<path>'\"")
             time.sleep(0.5)
 
+    def use_decisions(self, step: str, decisions: dict[int, Any], left_out: dict[int, str]) -> None:
+        """Send each client its decision of data ``step`` with every train message; ``left_out`` clients
+        (no decision) are dropped from the rounds that sample them (:mod:`.data_step`)."""
+        if decisions and self.settings.secure_aggregation != "none":
+            raise ConfigError(f"data step {step!r}: its decisions travel with trustfl's train messages, not with "
+                              f"federation.flower.secure_aggregation = {self.settings.secure_aggregation!r}'s; "
+                              "run it without Flower's secure aggregation")
+        for cid, decision in decisions.items():
+            self.decisions.setdefault(int(cid), {})[step] = decision
+        for cid, why in left_out.items():
+            self.left_out[int(cid)] = f"data step {step!r}: {why}"
+
     # ------------------------------------------------------------------ a round
     def fit(self, round: int, client_ids: Sequence[int], global_vector: torch.Tensor) -> ServerView:
         app = flwr_app()
         ids = [int(c) for c in client_ids]
         self.discover(ids)
-        self.dropped, self.replied = {}, []
+        self.dropped, self.replied, self.secure = {}, [], None
+        if self.settings.secure_aggregation == "secaggplus":  # Flower's SecAgg+: the server gets only the sum
+            from trustfl.federation.flower.secaggplus import secaggplus_round
+
+            view, self.dropped, self.secure = secaggplus_round(self, round, ids, global_vector)
+            self.replied = list(view.client_ids)
+            self._check_enough(round, ids)
+            return view
         states = self.privacy.state_json() if self.privacy is not None else {}
         messages, by_node = [], {}
         for cid in ids:
+            if cid in self.left_out:
+                self.dropped[cid] = self.left_out[cid]
+                continue
             content = encode_task(round=round, client_id=cid, config_json=self.config_json, num_labels=self.num_labels,
                                   global_vector=global_vector, privacy_state=states.get(str(cid)))
+            attach_decisions(content, self.decisions.get(cid, {}))
             node = self.nodes[cid]
             by_node[node] = cid
             messages.append(app.Message(content, dst_node_id=node, message_type="train", group_id=str(round)))
@@ -166,20 +193,26 @@ class FlowerEngine:
             if cid not in results and cid not in self.dropped:
                 self.dropped[cid] = (f"no reply within {self.settings.round_timeout:g} s "
                                      "(federation.flower.round_timeout)")
-        for cid, why in self.dropped.items():
-            log.warning("flower: round %d: client %d dropped (%s)", round, cid, why)
         self.replied = sorted(results)
-        if len(results) < self.settings.min_clients:
-            raise EngineError(f"flower: round {round}: {len(results)} of {len(ids)} sampled clients replied, fewer "
-                              f"than federation.flower.min_clients = {self.settings.min_clients} (dropped: "
-                              f"{self.dropped}); the run stays at its last complete round (resume with --resume)")
+        self._check_enough(round, ids)
         log.info("flower: round %d: %d replies in %.2f s", round, len(results), time.monotonic() - start)
         return ServerView(client_ids=self.replied, results=[results[c] for c in self.replied])
 
+    def _check_enough(self, round: int, ids: Sequence[int]) -> None:
+        for cid, why in sorted(self.dropped.items()):
+            log.warning("flower: round %d: client %d dropped (%s)", round, cid, why)
+        if len(self.replied) < self.settings.min_clients:
+            raise EngineError(f"flower: round {round}: {len(self.replied)} of {len(ids)} sampled clients replied, "
+                              f"fewer than federation.flower.min_clients = {self.settings.min_clients} (dropped: "
+                              f"{self.dropped}); the run stays at its last complete round (resume with --resume)")
+
     def after_round(self, report: RoundReport) -> dict[str, Any]:
-        """The round's engine facts for the run directory: who replied, who was dropped and why."""
-        return {"engine": {"name": self.name, "replied": list(self.replied),
-                           "dropped": {str(c): why for c, why in sorted(self.dropped.items())}}}
+        """The round's engine facts for the run directory: who replied, who was dropped and why (+ SecAgg+'s)."""
+        facts = {"name": self.name, "replied": list(self.replied),
+                 "dropped": {str(c): why for c, why in sorted(self.dropped.items())}}
+        if self.secure is not None:
+            facts["secure_aggregation"] = dict(self.secure)
+        return {"engine": facts}
 
 
 class SimulationEngine:

@@ -130,6 +130,38 @@ class LoopbackDeployment:
             raise TrustFLError(f"flower loopback: flwr run failed (exit {done.returncode}):\n{out[-4000:]}")
         return out
 
+    def submit(self, app_dir: str | Path, run_config: dict[str, Any]) -> subprocess.Popen[bytes]:
+        """Start ``flwr run APP loopback --run-config ... --stream`` without waiting (output in ``flwr_run.log``);
+        the caller watches the run directory, e.g. to :meth:`kill_server_app` mid-run, and stops it."""
+        config = " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items())
+        log = open(self.work / "flwr_run.log", "ab")
+        return subprocess.Popen(["flwr", "run", str(app_dir), "loopback", "--run-config", config, "--stream"],
+                                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+    def server_app_pids(self) -> list[int]:
+        """Process ids of the ServerApps the SuperLink runs (``flwr-serverapp``, one per running run)."""
+        from trustfl.optional import require
+
+        psutil = require("psutil", extra="bench", feature="finding a loopback deployment's ServerApp")
+        link = self.processes.get("superlink")
+        if link is None:
+            return []
+        pids = []
+        for p in psutil.Process(link.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if any("flwr-serverapp" in part for part in p.cmdline()):
+                    pids.append(p.pid)
+        return pids
+
+    def kill_server_app(self) -> list[int]:
+        """SIGKILL every running ServerApp (a server crash mid-run); the SuperLink and SuperNodes stay up."""
+        pids = self.server_app_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
+
     # ------------------------------------------------------------------ clean-up
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

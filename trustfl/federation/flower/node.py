@@ -17,6 +17,7 @@ clients' tokenized data. Where the data come from:
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from trustfl.federation.flower.identity import hosted_client_ids
 from trustfl.federation.setup import ModelSide, build_model_side
 from trustfl.seeding import derive_seed
 from trustfl.types import ClientResult, RunComponent, RunContext
+from trustfl.types.distributed import DistributedDataStep, Payload
 
 __all__ = ["NodeClients", "node_clients"]
 
@@ -76,20 +78,38 @@ class NodeClients:
         return result, state
 
 
-def node_clients(config_json: str, node_config: dict[str, Any], num_labels: int | None) -> NodeClients:
-    """The node's clients for this run config (built on first use, then kept for later rounds)."""
+def node_clients(config_json: str, node_config: dict[str, Any], num_labels: int | None, *,
+                 decisions: dict[str, Payload] | None = None) -> NodeClients:
+    """The node's clients for this run config (built on first use, then kept for later rounds).
+
+    ``decisions``: the server's decision of each distributed data step (e.g. dedup) for this node's
+    client, applied to its own records in a deployment (:mod:`trustfl.federation.flower.data_step`).
+    """
+    decisions = decisions or {}
     digest = hashlib.sha256(config_json.encode()).hexdigest()
-    key = (digest, repr(sorted(node_config.items())))
+    steps = json.dumps({k: p.to_json() for k, p in sorted(decisions.items())}, sort_keys=True)
+    key = (digest, repr(sorted(node_config.items())), hashlib.sha256(steps.encode()).hexdigest())
     with _LOCK:
         if key not in _CACHE:
             _CACHE.clear()  # one run per process at a time: drop another config's model
-            _CACHE[key] = _build(config_json, node_config, num_labels)
+            _CACHE[key] = _build(config_json, node_config, num_labels, decisions)
         return _CACHE[key]
 
 
-def _build(config_json: str, node_config: dict[str, Any], num_labels: int | None) -> NodeClients:
-    import json
+def node_splits(config: RunConfig, node_config: dict[str, Any]) -> dict[int, tuple[Any, Any]]:
+    """This node's clients' ``(train, holdout)`` before any data step: its own file (deployment), or its
+    partition of ``config.data`` (simulation)."""
+    ids = hosted_client_ids(node_config)
+    data_file = node_config.get("data-file")
+    if data_file is None:
+        splits = split_data(config).splits
+        return {cid: splits[cid] for cid in ids}
+    return _own_file(config, ids, str(data_file), text_column=str(node_config.get("text-column", "text")),
+                     label_column=str(node_config.get("label-column", "label")))
 
+
+def _build(config_json: str, node_config: dict[str, Any], num_labels: int | None,
+           decisions: dict[str, Payload]) -> NodeClients:
     config = RunConfig.from_dict(json.loads(config_json))
     threads = node_config.get("torch-threads")
     if isinstance(threads, int) and threads >= 1:
@@ -105,12 +125,17 @@ def _build(config_json: str, node_config: dict[str, Any], num_labels: int | None
         splits = prepare_clients(splits, assembled.components, seed=config.seed)
         splits = {cid: splits[cid] for cid in ids}
     else:
-        splits = _own_file(config, ids, str(data_file), text_column=str(node_config.get("text-column", "text")),
-                           label_column=str(node_config.get("label-column", "label")))
-        # a component's client-side data step (near-duplicate removal across clients, data attacks on a
-        # coalition) sees every client's data at once; a deployed node holds only its own
-        stepping = [c.name for c in assembled.components
-                    if type(c).prepare_clients is not RunComponent.prepare_clients]
+        splits = node_splits(config, node_config)
+        for step in assembled.components:  # distributed data steps: apply the server's decision to own records
+            if isinstance(step, DistributedDataStep):
+                if step.name not in decisions:
+                    raise ConfigError(f"node of client(s) {ids}: the server sent no decision of data step "
+                                      f"{step.name!r}, which this run needs before training")
+                splits = {cid: (step.apply(cid, tr, decisions[step.name]), ho) for cid, (tr, ho) in splits.items()}
+        # any other client-side data step (data attacks on a coalition) sees every client's data at
+        # once; a deployed node holds only its own
+        stepping = [c.name for c in assembled.components if not isinstance(c, DistributedDataStep)
+                    and type(c).prepare_clients is not RunComponent.prepare_clients]
         if stepping:
             raise ConfigError(f"node of client(s) {ids}: run component(s) {stepping} prepare all clients' data "
                               "together, which a Flower deployment (one data file per SuperNode) does not have; "

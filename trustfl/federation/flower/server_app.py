@@ -4,7 +4,9 @@ The ServerApp's ``main`` loads the trustfl config named by the run config, binds
 (:func:`~trustfl.federation.flower.engine.bound_grid`) and runs :class:`~trustfl.federation.Federation`:
 each round's clients are Flower ``train`` messages to the SuperNodes, and aggregation (any
 pre-stages + aggregator + post-stages, client-level DP and its accountant), evaluation and the run
-directory are trustfl's, exactly as with the local engine. A server killed mid-run is restarted
+directory are trustfl's, exactly as with the local engine. Before round 1, distributed data steps
+(``[dedup]``) run over ``query`` messages on the SuperNodes' own records
+(:mod:`~trustfl.federation.flower.data_step`). A server killed mid-run is restarted
 with ``resume = true`` and continues after its last complete round.
 
 Run config keys (``[tool.flwr.app.config]`` of the app, or ``flwr run --run-config``):
@@ -29,7 +31,9 @@ def run_federation(grid: Any, run_config: dict[str, Any], *, app_dir: Path | Non
     """Run the federation the run config names over ``grid``; return its :class:`RunSummary`."""
     from trustfl.config import load_config
     from trustfl.federation import Federation
+    from trustfl.federation.flower.data_step import run_data_steps
     from trustfl.federation.flower.engine import bound_grid
+    from trustfl.types.distributed import DistributedDataStep
 
     def value(key: str, kind: type, default: Any = None) -> Any:
         v = run_config.get(key, default)
@@ -46,6 +50,12 @@ def run_federation(grid: Any, run_config: dict[str, Any], *, app_dir: Path | Non
     with bound_grid(grid):
         fed = Federation(config, out_dir=out_dir, resume=value("resume", bool, False),
                          overwrite=value("overwrite", bool, False), progress=False)
+        # distributed data steps (e.g. dedup) run on the SuperNodes' own records, not on the server's copy
+        steps = [c for c in fed.components if isinstance(c, DistributedDataStep)]
+        for step in steps:
+            step.defer_to_nodes()
+        fed.setup()  # on resume, restores the steps' decisions from the run directory
+        run_data_steps(fed.engine, steps, range(config.partition.num_clients))
         return fed.run()
 
 
