@@ -12,8 +12,9 @@ Prints one JSON object:
      (vocabulary statistics), reference (base FM: a second full pass), and all five through
      ``score_attacks`` (one shared target pass + the base pass).
 2. ``shadow_cost``: wall time of one federated run of the target config (``--rounds`` rounds) and of
-   one shadow adapter (``train_shadow_adapters``, ``--shadow-rounds`` rounds, half the population),
-   each with adapters on the top 2 blocks with and without the frozen-prefix cache; plus
+   one shadow adapter (``train_shadow_adapters``, ``--shadow-rounds`` rounds, default the same, half the
+   pool), each with adapters on the top 2 blocks with and without the frozen-prefix cache, interleaved
+   ``--reps`` times in one process (medians; ``os.getloadavg()`` recorded next to each); plus
    ``ShadowSet.losses`` (prefix replayed) vs ``per_record_loss`` (full forward) over the records.
 
 Usage: python benchmarks/mia.py [--reps 3] [--quick] [--threads 1]
@@ -49,8 +50,8 @@ def _rate(times: dict[str, list[float]], n: int) -> dict[str, dict[str, float]]:
 
 
 def scoring_classification(n: int, reps: int) -> dict:
-    from trustfl.attacks.membership import (GradientAlignmentAttack, LiRA, LossAttack, ReferenceAttack, RMIA,
-                                            per_record_loss)
+    from trustfl.attacks.membership import (GradientAlignmentAttack, LiRA, LiRAOnline, LossAttack, ReferenceAttack,
+                                            RMIA, per_record_loss)
     from trustfl.data import load_dataset_source
     from trustfl.models import LoraSettings, ParamLayout, apply_lora, load_fm
 
@@ -68,6 +69,8 @@ def scoring_classification(n: int, reps: int) -> dict:
         "loss": LossAttack(),
         "reference (second model)": ReferenceAttack().fit(reference=ref),
         "lira offline (4 shadows, losses precomputed)": LiRA().fit(shadow_losses=shadow),
+        "lira online (4 shadows, losses precomputed)": LiRAOnline().fit(
+            shadow_losses=shadow, shadow_in=torch.arange(4)[:, None].expand(4, n) % 2 == 0),
         f"rmia (2 references, {n} population records)": RMIA().fit(reference_losses=shadow[:2], population=population,
                                                                    population_reference_losses=shadow_pop),
         "gradient alignment (1 update)": GradientAlignmentAttack().fit(updates=torch.randn(layout.size)),
@@ -103,7 +106,10 @@ def scoring_causal(n: int, reps: int) -> dict:
     return {"model": "smollm2-135m + LoRA r=16 top 4 blocks", "records": n, "max_length": 32, **_rate(times, n)}
 
 
-def shadow_cost(records: int, rounds: int, shadow_rounds: int) -> dict:
+def shadow_cost(records: int, rounds: int, shadow_rounds: int, reps: int) -> dict:
+    """One federated run vs one shadow adapter, with and without the prefix cache, interleaved ``reps`` times in
+    this one process (run+cache, shadow+cache, run, shadow, run+cache, ...) so load drifts hit every arm alike;
+    medians, with os.getloadavg() next to each measurement."""
     from trustfl.attacks.membership import per_record_loss, train_shadow_adapters
     from trustfl.config import RunConfig
     from trustfl.data import load_dataset_source
@@ -111,32 +117,42 @@ def shadow_cost(records: int, rounds: int, shadow_rounds: int) -> dict:
 
     pool = load_dataset_source("sms_spam").shuffle(seed=1).select(range(records))
     scored = load_dataset_source("sms_spam").shuffle(seed=1).select(range(records, records + 256))
-    out: dict = {"records": records, "target_rounds": rounds, "shadow_rounds": shadow_rounds}
-    for cache in (True, False):
-        cfg = RunConfig.from_dict({
-            "name": "bench", "seed": 0, "model": {"name": "minilm", "max_length": 64},
-            "lora": {"r": 8, "top_layers": 2, "cache_prefix": cache},
-            "data": {"name": "sms_spam", "max_records": records},
-            "partition": {"num_clients": 4, "scheme": "iid"},
-            "client": {"batch_size": 16, "epochs": 1},
-            "federation": {"rounds": rounds, "save_client_updates": False},
-        })
-        key = "with_cache" if cache else "without_cache"
-        with tempfile.TemporaryDirectory() as tmp:
-            run_s = _timed(lambda: Federation(cfg, out_dir=f"{tmp}/run", progress=False).run())
-            t0 = time.perf_counter()
-            shadows = train_shadow_adapters(cfg, pool, 1, f"{tmp}/shadows", rounds=shadow_rounds)
-            shadow_s = time.perf_counter() - t0
-            entry = {"federated_run_s": run_s, "one_shadow_s": shadow_s, "shadow_over_run": shadow_s / run_s,
-                     "shadow_train_loop_s": shadows.shadows[0].train_seconds}
-            if cache:
-                losses_s = _timed(lambda: shadows.losses(scored, batch_size=32))
-                model, tok = shadows.model(0)
-                full_s = _timed(lambda: per_record_loss(model, scored, tokenizer=tok, task="classification",
-                                                        max_length=64, batch_size=32))
-                entry["shadow_losses_prefix_replay_records_per_s"] = len(scored) / losses_s
-                entry["per_record_loss_full_forward_records_per_s"] = len(scored) / full_s
-            out[key] = entry
+    out: dict = {"records": records, "target_rounds": rounds, "shadow_rounds": shadow_rounds, "reps": reps,
+                 "order": "interleaved: for each rep, with cache then without, run then shadow"}
+    raw: dict = {k: {"federated_run_s": [], "one_shadow_s": [], "load_1min": []}
+                 for k in ("with_cache", "without_cache")}
+    extra: dict = {}
+    for rep in range(reps):
+        for cache in (True, False):
+            cfg = RunConfig.from_dict({
+                "name": "bench", "seed": 0, "model": {"name": "minilm", "max_length": 64},
+                "lora": {"r": 8, "top_layers": 2, "cache_prefix": cache},
+                "data": {"name": "sms_spam", "max_records": records},
+                "partition": {"num_clients": 4, "scheme": "iid"},
+                "client": {"batch_size": 16, "epochs": 1},
+                "federation": {"rounds": rounds, "save_client_updates": False},
+            })
+            key = "with_cache" if cache else "without_cache"
+            with tempfile.TemporaryDirectory() as tmp:
+                raw[key]["load_1min"].append(os.getloadavg()[0])
+                raw[key]["federated_run_s"].append(_timed(lambda: Federation(cfg, out_dir=f"{tmp}/run",
+                                                                             progress=False).run()))
+                t0 = time.perf_counter()
+                shadows = train_shadow_adapters(cfg, pool, 1, f"{tmp}/shadows", rounds=shadow_rounds)
+                raw[key]["one_shadow_s"].append(time.perf_counter() - t0)
+                raw[key]["load_1min"].append(os.getloadavg()[0])
+                if cache and rep == 0:
+                    losses_s = _timed(lambda: shadows.losses(scored, batch_size=32))
+                    model, tok = shadows.model(0)
+                    full_s = _timed(lambda: per_record_loss(model, scored, tokenizer=tok, task="classification",
+                                                            max_length=64, batch_size=32))
+                    extra["shadow_losses_prefix_replay_records_per_s"] = len(scored) / losses_s
+                    extra["per_record_loss_full_forward_records_per_s"] = len(scored) / full_s
+    for key, r in raw.items():
+        run_s, shadow_s = statistics.median(r["federated_run_s"]), statistics.median(r["one_shadow_s"])
+        out[key] = {"federated_run_s": run_s, "one_shadow_s": shadow_s, "shadow_over_run": shadow_s / run_s,
+                    "raw": r}
+    out["with_cache"].update(extra)
     out["run_cache_speedup"] = out["without_cache"]["federated_run_s"] / out["with_cache"]["federated_run_s"]
     out["shadow_cache_speedup"] = out["without_cache"]["one_shadow_s"] / out["with_cache"]["one_shadow_s"]
     return out
@@ -152,7 +168,8 @@ def main() -> int:
     p.add_argument("--causal-records", type=int, default=32, help="records scored (SmolLM2)")
     p.add_argument("--shadow-pool", type=int, default=1200, help="records of the target run / shadow pool")
     p.add_argument("--rounds", type=int, default=5, help="rounds of the target run")
-    p.add_argument("--shadow-rounds", type=int, default=2, help="rounds of a shadow")
+    p.add_argument("--shadow-rounds", type=int, default=None, help="rounds of a shadow (default: --rounds, as the "
+                   "audit trains them)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -171,11 +188,13 @@ def main() -> int:
 
             Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
-    done("shadow_cost", shadow_cost(200 if q else args.shadow_pool, 2 if q else args.rounds,
-                                    1 if q else args.shadow_rounds))
+    rounds = 2 if q else args.rounds
+    shadow_rounds = rounds if args.shadow_rounds is None else args.shadow_rounds
+    done("shadow_cost", shadow_cost(200 if q else args.shadow_pool, rounds, shadow_rounds, 1 if q else args.reps))
     done("scoring_classification", scoring_classification(32 if q else args.records, 1 if q else args.reps))
     if not args.skip_causal:
         done("scoring_causal_lm", scoring_causal(8 if q else args.causal_records, 1 if q else args.reps))
+    result["machine"]["load_average_at_end"] = os.getloadavg()
     print(json.dumps(result, indent=1))
     return 0
 

@@ -293,6 +293,10 @@ def _fitted_attacks(n: int, task: str):
             attack.fit(reference_losses=torch.full((n,), 3.0))
         elif cls.name == "lira":
             attack.fit(shadow_losses=torch.rand(3, n) + 1)
+        elif cls.name == "lira_online":
+            keep = torch.zeros(4, n, dtype=torch.bool)
+            keep[:2, 1:] = True  # record 0 is IN no shadow: filled by the mean IN - OUT gap
+            attack.fit(shadow_losses=torch.rand(4, n) + 1, shadow_in=keep)
         elif cls.name == "rmia":
             attack.fit(reference_losses=torch.rand(2, n) + 1, population=[{"text": "z one", "label": 0}] * 3,
                        population_reference_losses=torch.rand(2, 3) + 1)

@@ -98,9 +98,11 @@ def test_audit_writes_metrics_plot_and_empirical_epsilon(audited):
         m = saved["membership"][name]
         assert 0 <= m["auc"] <= 1 and m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
         assert set(m["tpr_at_fpr"]) == {"0.01", "0.001"} and m["n_nonmembers"] == result.data["nonmembers"]
-    for name in ("lira", "rmia"):  # two shadow federations on population records (offline)
+    for name in ("lira", "lira_online", "rmia"):  # two shadow federations on a pool holding the audited records
         assert 0 <= saved["membership"][name]["auc"] <= 1, saved["membership"][name]
-    assert saved["data"]["shadows"]["count"] == 2
+    shadows = saved["data"]["shadows"]
+    assert shadows["count"] == 2 and shadows["mode"].startswith("online") and 0 < shadows["in_fraction"] <= 0.5
+    assert shadows["pool"] >= result.data["members"] + result.data["nonmembers"] + shadows["population_z"]
     c = saved["canaries"]
     assert c["canaries"] == 24 and c["epsilon_lower_bound"] >= 0 and c["accounted"] is None
     assert c["exposure"]["max_bits"] == pytest.approx(4.0)  # log2(15 + 1)
@@ -115,6 +117,57 @@ def test_audit_is_resumable_from_its_cache(audited):
     assert again.canaries["epsilon_lower_bound"] == first.canaries["epsilon_lower_bound"]
     shadows = list((run / "audit" / "privacy" / "cache").glob("shadow-*.safetensors"))
     assert len(shadows) == 1
+
+
+def test_shadow_attacks_recomputed_independently(audited):
+    """The audit's LiRA (offline and online) and RMIA scores equal the formulas applied by hand to the shadows' and
+    the target's losses, one fit over members and non-members together; each shadow trained on some audited
+    records and not on others (the pool holds them), and on about as many records as the target."""
+    import datasets
+
+    from trustfl.attacks.membership import ShadowSet, lira_scores, lira_statistic, per_record_loss, rmia_log_scores
+    from trustfl.audits.privacy import load_run_model
+
+    run, result = audited
+    rd = RunDir(run)
+    data = membership_data(rd, max_records=FAST["max_records"])
+    recs = datasets.Dataset.from_dict({"text": list(data.members["text"]) + list(data.nonmembers["text"]),
+                                       "label": list(data.members["label"]) + list(data.nonmembers["label"])})
+    shadows = ShadowSet.open(run / "audit" / "privacy" / "cache" / "shadows")
+    inside = shadows.membership(recs)
+    assert inside.any(1).all() and (~inside).any(1).all()  # every shadow: some records IN, some OUT
+    trained = result.data["shadows"]["target_trained_records"]
+    for sh in shadows.shadows:  # pool members (audited + population) trained on: about the target's count
+        assert 0.5 * trained <= len(sh.members) <= 1.5 * trained + 40  # + the planted canaries are not hashed
+    rm = load_run_model(rd)
+    kw = dict(tokenizer=rm.tokenizer, task="classification", max_length=rm.max_length)
+    target = per_record_loss(rm.use(rm.vector), recs, **kw)
+    shadow_losses = shadows.losses(recs)
+    cached = {}
+    for f in (run / "audit" / "privacy" / "cache").glob("scores-*.json"):
+        name = f.name.split("-")[1]
+        blob = json.loads(f.read_text())
+        cached[name] = torch.tensor(blob["members"] + blob["nonmembers"], dtype=torch.float64)
+    t, sh = lira_statistic(target, task="classification"), lira_statistic(shadow_losses, task="classification")
+    for name, online in (("lira", False), ("lira_online", True)):
+        want = lira_scores(t, sh, inside, online=online, fix_variance=True, fill_missing=True)
+        assert torch.allclose(cached[name], want, rtol=1e-6, atol=1e-6), name
+    z = datasets.Dataset.from_dict({k: v for k, v in zip(("text", "label"), _population(run))})
+    want = rmia_log_scores(-target, -shadow_losses, -per_record_loss(rm.use(rm.vector), z, **kw), -shadows.losses(z),
+                           offline_a=None)
+    assert torch.allclose(cached["rmia"], want)
+
+
+def _population(run):
+    """The RMIA population z the audit drew (rebuilt the audit's way), as (texts, labels)."""
+    from trustfl.audits.privacy.membership import population_records
+    from trustfl.audits.privacy.records import run_config
+
+    rd = RunDir(run)
+    data = membership_data(rd, max_records=FAST["max_records"])
+    excl = set(data.members["text"]) | set(data.nonmembers["text"])
+    z = population_records(rd, run_config(rd), exclude_texts=excl, n=FAST["population"], seed=2)
+    return list(z["text"]), [int(y) for y in z["label"]]
 
 
 def test_no_private_text_leaves_in_the_audit_files(audited, canary_run):

@@ -10,8 +10,9 @@ import pytest
 import torch
 from scipy import stats
 
-from trustfl.attacks.membership import (LiRA, MembershipError, MinKPlusPlusAttack, MinKProbAttack, ReferenceAttack,
-                                        RMIA, ZlibAttack, lira_scores, lira_statistic, per_record_loss, rmia_scores)
+from trustfl.attacks.membership import (LiRA, LiRAOnline, MembershipError, MinKPlusPlusAttack, MinKProbAttack,
+                                        ReferenceAttack, RMIA, ZlibAttack, lira_scores, lira_statistic,
+                                        per_record_loss, rmia_scores)
 
 from test_membership_attacks import TEXTS, hand_lm_tokens, tiny_clf, tiny_lm  # noqa: F401  (fixtures)
 
@@ -135,6 +136,48 @@ def test_lira_separates_synthetic_members():
     for online in (False, True):
         s = lira_scores(target, shadow, keep, online=online, fix_variance=True).numpy()
         assert roc_auc_score(member, s) > 0.95
+
+
+def test_lira_fill_missing_matches_hand():
+    """Few shadows: a record IN no shadow (or in all) gets the other side's mean + / - the mean IN - OUT gap of the
+    records with both sides; one pooled std per side around those means (Carlini et al. 2022, global variance)."""
+    rng = np.random.default_rng(3)
+    m, n = 6, 7
+    shadow = rng.normal(size=(m, n))
+    keep = rng.random((m, n)) < 0.5
+    keep[:, 0] = False   # record 0: IN no shadow
+    keep[:, 1] = True    # record 1: IN every shadow
+    keep[0, 2:], keep[1, 2:] = True, False  # the others have both sides
+    target = rng.normal(size=n)
+    both = list(range(2, n))
+    mi = np.array([shadow[keep[:, j], j].mean() if keep[:, j].any() else np.nan for j in range(n)])
+    mo = np.array([shadow[~keep[:, j], j].mean() if (~keep[:, j]).any() else np.nan for j in range(n)])
+    gap = np.mean([mi[j] - mo[j] for j in both])
+    mi[0], mo[1] = mo[0] + gap, mi[1] - gap
+    sd_in = np.sqrt(np.sum([(shadow[i, j] - mi[j]) ** 2 for i in range(m) for j in range(n) if keep[i, j]])
+                    / keep.sum())
+    sd_out = np.sqrt(np.sum([(shadow[i, j] - mo[j]) ** 2 for i in range(m) for j in range(n) if not keep[i, j]])
+                     / (~keep).sum())
+    on = lira_scores(target, shadow, keep, online=True, fix_variance=True, fill_missing=True).numpy()
+    off = lira_scores(target, shadow, keep, online=False, fix_variance=True, fill_missing=True).numpy()
+    for j in range(n):
+        want = stats.norm.logpdf(target[j], mi[j], sd_in) - stats.norm.logpdf(target[j], mo[j], sd_out)
+        assert on[j] == pytest.approx(want, rel=1e-9)
+        assert off[j] == pytest.approx(stats.norm.logcdf(target[j], mo[j], sd_out), rel=1e-9)
+    # records with both sides: filling changes nothing but the (pooled, per side) variance
+    with pytest.raises(MembershipError, match="has no (IN|OUT) shadow"):
+        lira_scores(target, shadow, keep, online=True, fix_variance=True)
+    with pytest.raises(MembershipError, match="needs fix_variance"):
+        lira_scores(target, shadow, keep, online=True, fix_variance=False, fill_missing=True)
+    with pytest.raises(MembershipError, match="both IN and OUT"):
+        lira_scores(target, shadow, np.zeros_like(keep), online=True, fix_variance=True, fill_missing=True)
+    with pytest.raises(MembershipError, match="fill_missing"):
+        LiRA(fill_missing="yes")  # type: ignore[arg-type]
+    with pytest.raises(MembershipError, match="pooled variance"):
+        LiRAOnline(fix_variance=False)
+    with pytest.raises(MembershipError, match="shadow_in is required"):
+        LiRAOnline().fit(shadow_losses=[[1.0]])
+    assert LiRAOnline().online and LiRAOnline.name == "lira_online"
 
 
 def test_lira_hostile():

@@ -87,6 +87,34 @@ def test_lira_and_rmia_fit_from_shadows(shadows, pool):
     assert ((0 <= r) & (r <= 1)).all()
 
 
+def test_shadow_cache_survives_new_default_settings_but_not_changed_ones(tiny_bert_dir, pool, shadows, tmp_path):
+    """A config key added to trustfl since the shadows were trained (at its default) reuses them; a changed
+    training setting is refused (never mixed)."""
+    import shutil
+
+    population, _ = pool
+    out = tmp_path / "copy"
+    shutil.copytree(shadows.out_dir, out)
+    head = json.loads((out / "shadows.json").read_text())
+    del head["config"]["secure_aggregation"]  # as if written before that plug-in section existed
+    del head["config"]["federation"]["flower"]["round_timeout"]
+    (out / "shadows.json").write_text(json.dumps(head))
+    before = (out / "shadow_001" / "adapter.safetensors").read_bytes()
+    again = train_shadow_adapters(_config(tiny_bert_dir), population, 2, out, rounds=1)
+    assert (out / "shadow_001" / "adapter.safetensors").read_bytes() == before and len(again) == 2
+    with pytest.raises(MembershipError, match=r"config client\.lr"):
+        train_shadow_adapters(_config(tiny_bert_dir, client__lr=1e-2), population, 2, out, rounds=1)
+    head["config"]["federation"]["flower"]["round_timeout"] = 1.0  # recorded, now different
+    (out / "shadows.json").write_text(json.dumps(head))
+    with pytest.raises(MembershipError, match="round_timeout"):
+        train_shadow_adapters(_config(tiny_bert_dir), population, 2, out, rounds=1)
+    head["config"]["federation"]["flower"].pop("round_timeout")
+    head["config"]["dedup"] = {"enabled": True}  # recorded with another value (the rest of the section: defaults)
+    (out / "shadows.json").write_text(json.dumps(head))
+    with pytest.raises(MembershipError, match="dedup"):
+        train_shadow_adapters(_config(tiny_bert_dir), population, 2, out, rounds=1)
+
+
 def test_shadow_hostile(tiny_bert_dir, pool, tmp_path, shadows):
     population, _ = pool
     cfg = _config(tiny_bert_dir)

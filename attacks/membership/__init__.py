@@ -12,6 +12,7 @@ _EXPORTS = {
     "CanarySettings": "trustfl.attacks.membership.canaries",
     "GradientAlignmentAttack": "trustfl.attacks.membership.server",
     "LiRA": "trustfl.attacks.membership.lira",
+    "LiRAOnline": "trustfl.attacks.membership.lira",
     "LossAttack": "trustfl.attacks.membership.loss",
     "MembershipAttack": "trustfl.attacks.membership.base",
     "MembershipError": "trustfl.attacks.membership.errors",

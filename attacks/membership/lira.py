@@ -29,7 +29,7 @@ from trustfl.attacks.membership.base import MembershipAttack
 from trustfl.attacks.membership.errors import MembershipError
 from trustfl.attacks.membership.loss import per_record_loss
 
-__all__ = ["LiRA", "lira_scores", "lira_statistic"]
+__all__ = ["LiRA", "LiRAOnline", "lira_scores", "lira_statistic"]
 
 _MIN_SIGMA = 1e-6
 
@@ -70,8 +70,23 @@ def _normal_logpdf(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> to
     return -0.5 * ((x - mu) / sigma) ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)
 
 
+def _fill_missing(stats: torch.Tensor, member: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-record (mu_in, mu_out) where a record lacking IN (or OUT) shadows gets the other side's mean shifted by
+    the average IN - OUT gap of the records that have both (the per-record analogue of the global variance)."""
+    w_in, w_out = member.to(stats.dtype), (~member).to(stats.dtype)
+    n_in, n_out = w_in.sum(0), w_out.sum(0)
+    both = (n_in > 0) & (n_out > 0)
+    if not both.any():
+        raise MembershipError("LiRA: no record has both IN and OUT shadow models, so the IN - OUT gap cannot be "
+                              "estimated; train more shadows (each record IN about half of them)")
+    mu_in = (stats * w_in).sum(0) / n_in.clamp_min(1)
+    mu_out = (stats * w_out).sum(0) / n_out.clamp_min(1)
+    gap = (mu_in - mu_out)[both].mean()
+    return torch.where(n_in > 0, mu_in, mu_out + gap), torch.where(n_out > 0, mu_out, mu_in - gap)
+
+
 def lira_scores(target_stats: Any, shadow_stats: Any, shadow_in: Any = None, *, online: bool,
-                fix_variance: bool) -> torch.Tensor:
+                fix_variance: bool, fill_missing: bool = False) -> torch.Tensor:
     """LiRA scores (higher = member) from statistic arrays.
 
     Args:
@@ -81,9 +96,13 @@ def lira_scores(target_stats: Any, shadow_stats: Any, shadow_in: Any = None, *, 
             (None: in none of them).
         online: the two-Gaussian ratio (needs IN and OUT shadows per record) or the one-sided offline test.
         fix_variance: one pooled variance for all records instead of one per record.
+        fill_missing: with few shadows some records are IN (or OUT) of none of them; give such a record the
+            mean of its other side shifted by the mean IN - OUT gap of the records that have both sides
+            (needs ``fix_variance``). False: such a record is an error.
 
     Raises:
-        MembershipError: shapes disagree, NaN/Inf, or a record without OUT (or, online, IN) shadows.
+        MembershipError: shapes disagree, NaN/Inf, or a record without OUT (or, online, IN) shadows
+            (unless ``fill_missing``).
     """
     target = as_vector(target_stats, "target_stats")
     stats = as_matrix(shadow_stats, "shadow_stats")
@@ -94,6 +113,20 @@ def lira_scores(target_stats: Any, shadow_stats: Any, shadow_in: Any = None, *, 
         as_matrix(shadow_in, "shadow_in", dtype=torch.bool)
     if member.shape != stats.shape:
         raise MembershipError(f"LiRA: shadow_in has shape {tuple(member.shape)}, shadow_stats {tuple(stats.shape)}")
+    if fill_missing:
+        if not fix_variance:
+            raise MembershipError("LiRA: fill_missing needs fix_variance=True (a record without shadows on one side "
+                                  "has no variance of its own)")
+        mu_in, mu_out = _fill_missing(stats, member)
+        # one pooled variance around each side's own (filled) mean
+        sq_in = ((stats - mu_in) ** 2 * member.to(stats.dtype)).sum()
+        sq_out = ((stats - mu_out) ** 2 * (~member).to(stats.dtype)).sum()
+        n_in, n_out = int(member.sum()), int((~member).sum())
+        sd_out = (sq_out / max(1, n_out)).sqrt().clamp_min(_MIN_SIGMA).expand_as(mu_out)
+        if not online:
+            return torch.special.log_ndtr((target - mu_out) / sd_out)
+        sd_in = (sq_in / max(1, n_in)).sqrt().clamp_min(_MIN_SIGMA).expand_as(mu_in) if n_in else sd_out
+        return _normal_logpdf(target, mu_in, sd_in) - _normal_logpdf(target, mu_out, sd_out)
     mu_out, sd_out = _gaussian_fit(stats, ~member, fix_variance=fix_variance, what="OUT")
     if not online:
         return torch.special.log_ndtr((target - mu_out) / sd_out)
@@ -113,12 +146,16 @@ class LiRA(MembershipAttack):
     tasks: ClassVar[tuple[str, ...]] = TASKS
     needs_reference: ClassVar[bool] = True
 
-    def __init__(self, online: bool = False, fix_variance: bool | None = None) -> None:
+    def __init__(self, online: bool = False, fix_variance: bool | None = None, fill_missing: bool = False) -> None:
         if not isinstance(online, bool):
             raise MembershipError(f"LiRA: online={online!r} must be True or False")
         if fix_variance is not None and not isinstance(fix_variance, bool):
             raise MembershipError(f"LiRA: fix_variance={fix_variance!r} must be True, False or None (auto)")
-        self.online, self.fix_variance = online, fix_variance
+        if not isinstance(fill_missing, bool):
+            raise MembershipError(f"LiRA: fill_missing={fill_missing!r} must be True or False")
+        if fill_missing and fix_variance is False:
+            raise MembershipError("LiRA: fill_missing needs the pooled variance (fix_variance=True or None)")
+        self.online, self.fix_variance, self.fill_missing = online, fix_variance, fill_missing
         self._shadow_losses: torch.Tensor | None = None
         self._shadow_in: torch.Tensor | None = None
 
@@ -141,6 +178,18 @@ class LiRA(MembershipAttack):
                                   f"scoring {len(records)}; they must be the same records in the same order")
         loss = per_record_loss(model, records, tokenizer=tokenizer, task=task, max_length=max_length,
                                batch_size=batch_size, progress=progress)
-        fix = self.fix_variance if self.fix_variance is not None else self._shadow_losses.shape[0] < 64
+        fix = self.fix_variance if self.fix_variance is not None else \
+            (self.fill_missing or self._shadow_losses.shape[0] < 64)
         return lira_scores(lira_statistic(loss, task=task), lira_statistic(self._shadow_losses, task=task),
-                           self._shadow_in, online=self.online, fix_variance=fix)
+                           self._shadow_in, online=self.online, fix_variance=fix, fill_missing=self.fill_missing)
+
+
+class LiRAOnline(LiRA):
+    """Online LiRA (two Gaussians, IN and OUT) for few shadows: pooled variance, and records that no shadow
+    trained on (or every shadow did) get the other side's mean shifted by the mean IN - OUT gap
+    (``fill_missing``). ``fit(shadow_losses=[m, n], shadow_in=[m, n])``, ``shadow_in`` required."""
+
+    name: ClassVar[str] = "lira_online"
+
+    def __init__(self, fix_variance: bool | None = None, fill_missing: bool = True) -> None:
+        super().__init__(online=True, fix_variance=fix_variance, fill_missing=fill_missing)

@@ -179,6 +179,25 @@ def _read_meta(meta: Path) -> ShadowInfo:
         raise MembershipError(f"{meta}: unreadable shadow metadata ({exc}); delete {meta.parent} to retrain") from exc
 
 
+def _config_changes(old: Any, new: Any, default: Any, prefix: str = "") -> list[str]:
+    """Leaf keys whose value differs between two config dicts. A key the old config lacks is no change when the
+    new value is the current default (a setting added to trustfl since, left at its default, e.g. a new plug-in
+    section that is off): the shadows were trained the same way."""
+    out: list[str] = []
+    for k in sorted(set(old) | set(new)):
+        name, d = f"{prefix}{k}", default.get(k) if isinstance(default, dict) else None
+        if k not in old:
+            if new[k] != d:
+                out.append(name)
+        elif k not in new:
+            out.append(name)
+        elif isinstance(old[k], dict) and isinstance(new[k], dict):
+            out.extend(_config_changes(old[k], new[k], d if isinstance(d, dict) else {}, f"{name}."))
+        elif old[k] != new[k]:
+            out.append(name)
+    return out
+
+
 def _num_labels(ds: Any) -> int:
     from datasets import ClassLabel
 
@@ -243,10 +262,12 @@ def train_shadow_adapters(config: Any, population: Any, n: int, out_dir: str | P
                 "pool_size": len(pool), "in_fraction": in_fraction, "config": base, "num_labels": num_labels}
     if head.is_file():
         old = json.loads(head.read_text())
-        diff = sorted(k for k in settings if old.get(k) != settings[k])
-        if diff:
-            raise MembershipError(f"{out_dir}: holds shadows trained with a different {diff}; use another out_dir "
-                                  "or delete it")
+        diff = sorted(k for k in settings if k != "config" and old.get(k) != settings[k])
+        changed = _config_changes(old.get("config") or {}, base, RunConfig().to_dict())
+        if diff or changed:
+            raise MembershipError(f"{out_dir}: holds shadows trained with a different "
+                                  f"{diff + [f'config {c}' for c in changed[:5]]}; use another out_dir or delete it")
+        settings["config"] = old["config"]  # keys added since (at their defaults) do not rewrite the record
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise MembershipError(f"{out_dir}: exists, is not empty and is not a shadow directory; refusing to write there")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,8 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
             changed since the run, bad settings.
     """
     from trustfl.audits.privacy.canary import accounted_epsilon, canary_audit
-    from trustfl.audits.privacy.membership import ScoreCache, membership_audit, population_records, shadow_reference
+    from trustfl.audits.privacy.membership import (SHADOW_ATTACKS, ScoreCache, membership_audit, online_shadows,
+                                                   population_records, shadow_reference)
     from trustfl.audits.privacy.model import RunModel, load_adapter, load_run_model
     from trustfl.audits.privacy.records import (MembershipData, check_disjoint, membership_data, recorded_canaries,
                                                 run_config)
@@ -162,7 +163,7 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
 
     # shadow adapters of the federated loop for LiRA / RMIA (trustfl.attacks.membership.train_shadow_adapters)
     shadow_set, pop_z, shadow_note = None, None, ""
-    if settings.membership and {"lira", "rmia"} & set(settings.attacks):
+    if settings.membership and set(SHADOW_ATTACKS) & set(settings.attacks):
         if settings.shadows == 0:
             shadow_note = "shadows = 0"
         elif cfg is None or data is None:
@@ -170,19 +171,9 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
         elif not write or not settings.cache:
             shadow_note = "shadow adapters are kept in RUN_DIR/audit/privacy/cache (needs write=True and cache)"
         else:
-            from trustfl.attacks.membership import train_shadow_adapters
-
-            excl = set(data.members["text"]) | set(data.nonmembers["text"])
-            used = sum(data.sampled_from.values())  # each shadow trains on about half the target's records
             try:
-                pool = population_records(run, cfg, exclude_texts=excl, n=used, seed=settings.seed + 1)
-                pop_z = population_records(run, cfg, exclude_texts=excl | set(pool["text"]), n=settings.population,
-                                           seed=settings.seed + 2)
-                shadow_set = train_shadow_adapters(cfg, pool.select_columns(
-                    ["text", "label"] if cfg.model.task == "classification" else ["text"]), settings.shadows,
-                    out_dir / "cache" / "shadows", in_fraction=0.5, progress=settings.progress)
-                result.data["shadows"] = {"count": len(shadow_set), "pool": len(pool), "population_z": len(pop_z),
-                                          "in_fraction": 0.5}
+                shadow_set, pop_z, info = online_shadows(run, cfg, data, settings, out_dir / "cache" / "shadows")
+                result.data["shadows"] = info
             except TrustFLError as exc:  # MembershipError: a pool missing a class, ...
                 shadow_note = str(exc).splitlines()[0]
     if settings.membership:

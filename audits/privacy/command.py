@@ -17,7 +17,8 @@ def add_arguments(audit: argparse.ArgumentParser) -> None:
                             "alone; `privacy` takes the flags below")
     g = audit.add_argument_group("privacy audit (`trustfl audit privacy RUN_DIR`; docs/privacy_audit.md)")
     g.add_argument("--attacks", default=None, metavar="A,B",
-                   help="membership attacks (default: loss,reference,rmia,lira; those not installed are reported)")
+                   help="membership attacks (default: loss,reference,rmia,lira,lira_online,gradient_alignment; "
+                        "those not installed are reported)")
     g.add_argument("--max-records", type=int, default=None, help="members and non-members scored at most (each)")
     g.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples of the CIs (default 500)")
     g.add_argument("--confidence", type=float, default=None, help="level of the CIs and of the empirical epsilon")

@@ -24,7 +24,11 @@ from tqdm.auto import tqdm
 
 from trustfl.audits.privacy.settings import PrivacyAuditError, PrivacyAuditSettings
 
-__all__ = ["AttackOutcome", "ScoreCache", "available_attacks", "membership_audit", "shadow_reference"]
+__all__ = ["AttackOutcome", "SHADOW_ATTACKS", "ScoreCache", "available_attacks", "membership_audit", "online_shadows",
+           "shadow_reference"]
+
+# attacks calibrated by shadow federations (``--shadows N``): each record against shadows trained with / without it
+SHADOW_ATTACKS = ("lira", "lira_online", "rmia")
 
 
 # ---------------------------------------------------------------------------------------------------- cache
@@ -162,6 +166,61 @@ def shadow_reference(run: Any, rm: Any, cfg: Any, population: Any, *, cache: Sco
     return vector
 
 
+def _records_table(parts: list[Any], task: str) -> Any:
+    """One ``datasets.Dataset`` of ``text`` (and int ``label``) rows from several record tables."""
+    import datasets
+
+    texts = [t for ds in parts for t in ds["text"][:]]
+    if task != "classification":
+        return datasets.Dataset.from_dict({"text": texts})
+    return datasets.Dataset.from_dict({"text": texts, "label": [int(y) for ds in parts for y in ds["label"][:]]})
+
+
+def online_shadows(run: Any, cfg: Any, data: Any, settings: PrivacyAuditSettings, out_dir: Path
+                   ) -> tuple[Any, Any, dict[str, Any]]:
+    """Shadow federations for LiRA and RMIA: ``(ShadowSet, population z, info)``.
+
+    Each shadow is the run's recipe (FM, adapters, clients, optimiser, rounds x local epochs, plug-in sections)
+    trained by the federated loop on a random part of a pool holding the audited records (members and
+    non-members), the RMIA population z and, if the pool is too small, more population rows. So every record is
+    IN some shadows and OUT of others: online LiRA compares both Gaussians, offline LiRA uses the OUT ones only,
+    RMIA averages all references (the online setting of Carlini et al. 2022, Sec. IV, and Zarifzadeh et al.
+    2024). Shadows keep no holdout (``data.holdout_fraction = 0``) and draw ``in_fraction`` of the pool so that
+    each trains on about as many records as the target did (overfitting depends on records per client).
+    """
+    import math
+
+    from trustfl.attacks.membership import train_shadow_adapters
+    from trustfl.config import RunConfig
+
+    task = cfg.model.task
+    cand = _records_table([data.members, data.nonmembers], task)
+    excl = set(cand["text"])
+    z = population_records(run, cfg, exclude_texts=excl, n=settings.population, seed=settings.seed + 2)
+    z = _records_table([z], task)
+    trained = int(data.sampled_from.get("members", len(data.members)))  # records the target trained on
+    keep = 1.0 - float(cfg.data.test_fraction)
+    parts = [cand, z]
+    short = math.ceil(2 * trained / keep) - len(cand) - len(z)
+    if short > 0:
+        try:
+            parts.append(_records_table([population_records(run, cfg, exclude_texts=excl | set(z["text"]), n=short,
+                                                            seed=settings.seed + 3)], task))
+        except PrivacyAuditError:
+            pass  # the source is used up: shadows train on fewer records than the target (in_fraction 1/2)
+    pool = _records_table(parts, task)
+    in_fraction = min(0.5, trained / (keep * len(pool)))
+    shadow_cfg = cfg.to_dict()
+    shadow_cfg["data"]["holdout_fraction"] = 0.0
+    shadow_set = train_shadow_adapters(RunConfig.from_dict(shadow_cfg), pool, settings.shadows, out_dir,
+                                       in_fraction=in_fraction, progress=settings.progress)
+    return shadow_set, z, {"count": len(shadow_set), "pool": len(pool), "population_z": len(z),
+                           "in_fraction": round(in_fraction, 4), "target_trained_records": trained,
+                           "mode": "online: the pool holds the audited records (each IN some shadows), "
+                                   "shadow holdout_fraction = 0",
+                           "train_seconds": [round(sh.train_seconds, 1) for sh in shadow_set.shadows]}
+
+
 # ---------------------------------------------------------------------------------------------------- server view
 def _server_view_missing(run: Any, data: Any) -> str:
     if run is None:
@@ -240,7 +299,7 @@ def membership_audit(rm: Any, data: Any, settings: PrivacyAuditSettings, *, cach
             if why:
                 outcomes.append(AttackOutcome(name, skipped=why))
                 continue
-        elif needs_ref and name in ("lira", "rmia"):
+        elif needs_ref and name in SHADOW_ATTACKS:
             if shadow_set is None:
                 outcomes.append(AttackOutcome(name, skipped=f"no shadow adapters: {shadow_note or 'shadows = 0'}"))
                 continue
@@ -252,8 +311,8 @@ def membership_audit(rm: Any, data: Any, settings: PrivacyAuditSettings, *, cach
             continue
         if name == "gradient_alignment":
             ref_id: str | None = f"server-{settings.update_rounds}"
-        elif name in ("lira", "rmia") and shadow_set is not None:
-            ref_id = shadow_set.out_dir.name + str(len(shadow_set)) + shadow_key
+        elif name in SHADOW_ATTACKS and shadow_set is not None:
+            ref_id = "online" + shadow_set.out_dir.name + str(len(shadow_set)) + shadow_key
         else:
             ref_id = ref_key if needs_ref else None
         key = ScoreCache.key(attack=name, target=target_key, data=data_key, ref=ref_id, max_length=rm.max_length)
@@ -265,25 +324,21 @@ def membership_audit(rm: Any, data: Any, settings: PrivacyAuditSettings, *, cach
             if name == "gradient_alignment":
                 mem, non = (_server_scores(cls, run, rm, getattr(data, side), settings, kw)
                             for side in ("members", "nonmembers"))
-            elif name in ("lira", "rmia"):
+            elif name in SHADOW_ATTACKS:
+                records = _records_table([data.members, data.nonmembers], rm.task)
                 if not shadow_losses:
-                    shadow_losses.update({side: shadow_set.losses(getattr(data, side), max_length=rm.max_length,
-                                                                   batch_size=settings.batch_size,
-                                                                   progress=settings.progress)
-                                          for side in ("members", "nonmembers")})
-                    if population is not None:
-                        shadow_losses["population"] = shadow_set.losses(population, max_length=rm.max_length,
-                                                                        batch_size=settings.batch_size)
-                model = rm.use(rm.vector)
-
-                def fitted(side: str) -> Any:
-                    if name == "lira":
-                        return cls().fit(shadow_losses=shadow_losses[side])
-                    return cls().fit(reference_losses=shadow_losses[side], population=population,
-                                     population_reference_losses=shadow_losses["population"])
-
-                mem = fitted("members").score(model, data.members, **kw)
-                non = fitted("nonmembers").score(model, data.nonmembers, **kw)
+                    shadow_losses["all"] = shadow_set.losses(records, max_length=rm.max_length,
+                                                             batch_size=settings.batch_size, progress=settings.progress)
+                    shadow_losses["population"] = shadow_set.losses(population, max_length=rm.max_length,
+                                                                    batch_size=settings.batch_size)
+                if name == "rmia":  # references trained on random parts of a pool holding x and z: online RMIA
+                    attack = cls(offline_a=None).fit(reference_losses=shadow_losses["all"], population=population,
+                                                     population_reference_losses=shadow_losses["population"])
+                else:  # one fit over all records: the same score function for members and non-members
+                    attack = cls(fill_missing=True).fit(shadow_losses=shadow_losses["all"],
+                                                        shadow_in=shadow_set.membership(records))
+                both = attack.score(rm.use(rm.vector), records, **kw)
+                mem, non = both[:len(data.members)], both[len(data.members):]
             elif needs_ref:
                 assert reference_vector is not None
                 if not ref_losses:
@@ -303,8 +358,9 @@ def membership_audit(rm: Any, data: Any, settings: PrivacyAuditSettings, *, cach
         outcomes.append(AttackOutcome(name, metrics=metrics.to_dict(), member_scores=mem.tolist(),
                                       nonmember_scores=non.tolist(), seconds=time.perf_counter() - t0,
                                       cached=hit is not None,
-                                      config=({"reference": f"{len(shadow_set)} shadow adapters (federated loop, "
-                                                            "population data; offline)"} if name in ("lira", "rmia")
+                                      config=({"reference": f"{len(shadow_set)} shadow federations (federated loop; "
+                                                            "each record IN some, OUT of others)"}
+                                              if name in SHADOW_ATTACKS
                                               else {"reference": "shadow adapter on population data"} if needs_ref
                                               else {})))
     rm.use(rm.vector)

@@ -11,7 +11,7 @@ from trustfl.audits.report.settings import AuditError
 __all__ = ["DEFAULT_ATTACKS", "PrivacyAuditError", "PrivacyAuditSettings"]
 
 # those available are run; the rest are reported as not run, with why
-DEFAULT_ATTACKS = ("loss", "reference", "rmia", "lira", "gradient_alignment")
+DEFAULT_ATTACKS = ("loss", "reference", "rmia", "lira", "lira_online", "gradient_alignment")
 
 
 class PrivacyAuditError(AuditError):
