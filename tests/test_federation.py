@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -105,6 +106,34 @@ def test_resume_with_a_different_config_is_refused(tiny_bert_dir, tmp_path):
     other = _config(tiny_bert_dir, federation__rounds=1, client__lr=1e-2)
     with pytest.raises(Exception, match="client"):
         Federation(other, out_dir=tmp_path / "r", resume=True, progress=False).run()
+
+
+@dataclass(frozen=True)
+class _LaterSettings:
+    """A config section 'added to trustfl after the run was recorded' (test_resume_of_a_run_recorded_before...)."""
+
+    enabled: bool = False
+    level: int = 3
+
+
+def test_resume_of_a_run_recorded_before_a_setting_existed(tiny_bert_dir, tmp_path, monkeypatch):
+    """A run recorded before a config section existed resumes when the section is at its default, and is
+    refused when it is not; recorded values still win over today's defaults."""
+    from trustfl import plugins
+    from trustfl.rundir import ConfigMismatchError
+
+    Federation(_config(tiny_bert_dir, federation__rounds=1), out_dir=tmp_path / "r", progress=False).run()
+    monkeypatch.setitem(plugins._SECTIONS, "later", plugins.Section("later", _LaterSettings, "tests"))
+    cfg = _config(tiny_bert_dir, federation__rounds=1)
+    assert cfg.to_dict()["later"] == {"enabled": False, "level": 3}
+    summary = Federation(cfg, out_dir=tmp_path / "r", resume=True, progress=False).run()
+    assert summary.rounds_completed == 1
+    with pytest.raises(ConfigMismatchError, match="later.level"):
+        Federation(_config(tiny_bert_dir, federation__rounds=1, later__level=4), out_dir=tmp_path / "r",
+                   resume=True, progress=False).run()
+    with pytest.raises(ConfigMismatchError, match="client.lr"):
+        Federation(_config(tiny_bert_dir, federation__rounds=1, client__lr=1e-2), out_dir=tmp_path / "r",
+                   resume=True, progress=False).run()
 
 
 class FlipAll(DataAttackStage):

@@ -46,7 +46,8 @@ def open_run(out_dir: Path, *, config: Any, layout: Any, initial: torch.Tensor, 
                                   overwrite=overwrite, signing_key=signing_key)
         writer.write_initial(initial)
         return OpenedRun(writer=writer, global_vector=initial.clone(), start_round=1)
-    writer = RunWriter.resume(out_dir, config=config.to_dict(), signing_key=signing_key)
+    writer = RunWriter.resume(out_dir, config=config.to_dict(), signing_key=signing_key,
+                              complete_recorded=lambda recorded: type(config).from_dict(recorded).to_dict())
     done = writer.completed_rounds
     reader = RunDir(out_dir)
     stored = reader.manifest.get("fingerprints", {})

@@ -13,7 +13,7 @@ import json
 import operator
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,7 @@ class RunWriter:
     @classmethod
     def resume(
         cls, path: str | os.PathLike[str], *, config: Mapping[str, Any] | None = None,
-        signing_key: Any = None,
+        signing_key: Any = None, complete_recorded: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
     ) -> RunWriter:
         """Continue a run after its last committed round.
 
@@ -184,6 +184,10 @@ class RunWriter:
         Args:
             path: an existing run directory.
             config: if given, must equal the recorded config (compared after JSON conversion).
+            complete_recorded: fills the recorded config's missing settings with today's defaults
+                before the comparison (e.g. ``RunConfig.from_dict(c).to_dict()``), so a run recorded
+                before a setting existed resumes when that setting is left at its default. Only
+                missing keys can change this way; if it fails, the recorded config is compared as is.
             signing_key: required for a signed run (its private key, object or PEM path; every
                 later commit is re-signed); refused for an unsigned one.
 
@@ -210,7 +214,7 @@ class RunWriter:
         report = run.verify(public_key=None if key is None else key.public_key())
         if config is not None:
             given = to_jsonable(config, where="config", nan="raise")
-            diffs = _config_diff(manifest["config"], given)
+            diffs = _config_diff(_completed(manifest["config"], complete_recorded), given)
             if diffs:
                 raise ConfigMismatchError(run.path, diffs)
         root = run.path
@@ -516,6 +520,28 @@ def _str_metric_keys(value: Any, *, where: str) -> Any:
     if isinstance(value, (list, tuple)):
         return [_str_metric_keys(v, where=f"{where}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def _completed(recorded: Mapping[str, Any], complete: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
+               ) -> Mapping[str, Any]:
+    """``recorded`` with only its MISSING keys taken from ``complete(recorded)`` (recorded values always win)."""
+    if complete is None:
+        return recorded
+    try:
+        full = to_jsonable(complete(copy.deepcopy(dict(recorded))), where="config", nan="raise")
+    except Exception:  # noqa: BLE001 - cannot complete (e.g. a setting removed since): compare strictly
+        return recorded
+
+    def merge(rec: Mapping[str, Any], ful: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(rec)
+        for k, v in ful.items():
+            if k not in rec:
+                out[k] = v
+            elif isinstance(rec[k], Mapping) and isinstance(v, Mapping):
+                out[k] = merge(rec[k], v)
+        return out
+
+    return merge(recorded, full)
 
 
 def _config_diff(recorded: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
