@@ -14,12 +14,13 @@ export TOKENIZERS_PARALLELISM := false
 install: $(STAMP)
 
 # Re-runs only when a requirements file or pyproject.toml changes.
-$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml devtools/import_graph_layout.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt -r requirements.txt
 	$(PIP) install --quiet --no-deps -c constraints.txt -r requirements-nodeps.txt
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PY) devtools/import_graph_layout.py
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	# headless Chromium for the audit report's rendering test (best effort: skipped where absent)
 	-(command -v chromium || (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null 2>&1
@@ -28,15 +29,11 @@ $(STAMP): requirements.txt requirements-nodeps.txt constraints.txt pyproject.tom
 demo: install
 	$(VENV)/bin/trustfl demo
 
-# Import contracts (.importlinter). They are checked on an installed copy of the package: in the
-# editable install attacks/, defenses/ and audits/ live at the repository root (mapped to trustfl.* by
-# pyproject's package-dir), where lint-imports (grimp walks the package folder) would not see them as
-# trustfl.attacks, trustfl.defenses, trustfl.audits. The copy is a build artefact under build/, never in trustfl/.
-LINT_COPY := build/lint-imports
+# Import contracts (.importlinter), checked on the working tree. attacks/, defenses/ and audits/ live at the
+# repository root (DESIGN.md "Layout"); devtools/import_graph_layout.py, run by a .pth line in the
+# lint-imports process only, lets grimp see them as trustfl.attacks, trustfl.defenses, trustfl.audits.
 lint-imports: install
-	rm -rf $(LINT_COPY)
-	$(PIP) install --quiet --no-index --no-deps --no-build-isolation --no-compile --target $(LINT_COPY) .
-	cd $(LINT_COPY) && $(CURDIR)/$(VENV)/bin/lint-imports --no-cache --config $(CURDIR)/.importlinter
+	$(VENV)/bin/lint-imports
 
 # tests/test_packaging.py is the dependency check (declared == imported, deptry-style).
 test: install lint-imports
