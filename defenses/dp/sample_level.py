@@ -26,7 +26,7 @@ import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, Callable, ClassVar, Iterator, Literal
 
 import torch
 from torch import nn
@@ -435,17 +435,10 @@ class DPAdapterTraining(ClientPrivacyHook):
                                "between rounds; its noise was calibrated for the first")
         state.sample_rate = q
         if state.noise_multiplier is None:
-            if s.noise_multiplier is not None:
-                state.noise_multiplier = s.noise_multiplier
-            else:
-                planned = context.planned_steps
-                if not planned:
-                    raise ValueError("DPAdapterTraining(target_epsilon=...): the trainer did not say how many steps "
-                                     "a round takes (PrivacyContext.planned_steps); use noise_multiplier instead")
-                assert s.target_epsilon is not None
-                state.noise_multiplier = noise_multiplier_for(target_epsilon=s.target_epsilon, delta=s.delta,
-                                                              sample_rate=q, steps=self.rounds * int(planned),
-                                                              accountant=s.accountant)
+            if s.noise_multiplier is None and not context.planned_steps:
+                raise ValueError("DPAdapterTraining(target_epsilon=...): the trainer did not say how many steps "
+                                 "a round takes (PrivacyContext.planned_steps); use noise_multiplier instead")
+            state.noise_multiplier = self._sigma_for(q, int(context.planned_steps or 0))
         state.current = make_private(
             model, optimizer, loader, noise_multiplier=state.noise_multiplier, delta=s.delta,
             max_grad_norm=s.max_grad_norm, grad_sample_mode=s.grad_sample_mode, task=self.task,
@@ -508,6 +501,56 @@ class DPAdapterTraining(ClientPrivacyHook):
             st = self._state(cid)
             st.noise_multiplier, st.sample_rate = z, q
             st.engine.accountant.history = list(history)
+
+
+    def load_round_reports(self, reports: dict[Any, Any], *, local_steps: Callable[[int], int]) -> None:
+        """Accountant states that nodes reported after training one round (the Flower engine's server).
+
+        A node trains and accounts for itself; the server records what it reports, so every report must
+        show exactly the round the run's config prescribes, beyond :meth:`load_state_json`'s checks (valid
+        entries, the held history only extended):
+
+        * a non-empty history (the node's update is in the round, so it took private steps);
+        * σ equal to the configured ``noise_multiplier`` or, with ``target_epsilon``, to the σ that budget
+          gives at the reported sampling rate over ``rounds`` x the round's steps (as ``prepare`` solves it);
+        * the sampling rate 1 / (batches per epoch), and exactly ``local_steps(batches per epoch)`` new steps.
+
+        The sampling rate itself stays self-reported (it follows from the node's private record count).
+        All reports are checked before any is loaded.
+
+        Raises:
+            UpdateError: naming the client and what its report gets wrong.
+        """
+        parsed = dict(_parse_state(cid, entry) for cid, entry in reports.items())
+        for cid, (z, q, history) in parsed.items():
+            where = f"client {cid}'s DP accountant report"
+            if not history or z is None or q is None:
+                raise UpdateError(f"{where}: no private steps, but its update is in the round (ε would be "
+                                  "under-reported)")
+            batches = round(1.0 / q)
+            if batches < 1 or abs(batches * q - 1.0) > 1e-9:
+                raise UpdateError(f"{where}: sampling rate {q} is not 1 / (batches per epoch)")
+            steps = int(local_steps(batches))
+            expected = self._sigma_for(q, steps)
+            if not math.isclose(z, expected, rel_tol=1e-9):
+                raise UpdateError(f"{where}: σ = {z:g}, but the run's [privacy.sample] gives σ = {expected:g} at "
+                                  f"sampling rate {q:g}")
+            held = self.clients.get(cid)
+            before = sum(n for *_, n in held.engine.accountant.history) if held is not None else 0
+            after = sum(n for *_, n in history)
+            if after - before != steps:
+                raise UpdateError(f"{where}: {after - before} new private steps this round, but the config trains "
+                                  f"{steps} at sampling rate {q:g} (client.epochs x batches, client.max_steps)")
+        self.load_state_json({str(cid): entry for cid, entry in reports.items()})
+
+    def _sigma_for(self, sample_rate: float, steps_per_round: int) -> float:
+        """σ that ``prepare`` uses for a client at this sampling rate and steps per round."""
+        s = self.settings
+        if s.noise_multiplier is not None:
+            return float(s.noise_multiplier)
+        assert s.target_epsilon is not None
+        return float(noise_multiplier_for(target_epsilon=s.target_epsilon, delta=s.delta, sample_rate=sample_rate,
+                                          steps=self.rounds * int(steps_per_round), accountant=s.accountant))
 
 
 def _positive(value: Any, what: str, *, at_most: float | None = None) -> float:

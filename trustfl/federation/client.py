@@ -21,7 +21,7 @@ from trustfl.seeding import derive_seed, generator
 from trustfl.models.layout import ParamLayout
 from trustfl.models.prefix_cache import FrozenPrefix, PrefixStore, pad_hidden
 
-__all__ = ["Batcher", "LocalTrainer", "to_examples"]
+__all__ = ["Batcher", "LocalTrainer", "local_steps", "to_examples"]
 
 Example = dict[str, Any]
 
@@ -38,6 +38,13 @@ def to_examples(tokenized: Any) -> list[Example]:
             ex["labels"] = int(labels[i])
         out.append(ex)
     return out
+
+
+def local_steps(batches_per_epoch: int, *, epochs: int, max_steps: int | None) -> int:
+    """Optimizer steps a client takes in one round: ``epochs`` passes over its batches, capped by ``max_steps``.
+    The server uses it too, to check the private steps a node reports (sample-level DP on Flower)."""
+    steps = epochs * batches_per_epoch
+    return steps if max_steps is None else min(steps, max_steps)
 
 
 class Batcher:
@@ -142,8 +149,7 @@ class LocalTrainer:
 
     # ------------------------------------------------------------------ training
     def num_steps(self, num_examples: int) -> int:
-        steps = self.epochs * math.ceil(num_examples / self.batch_size)
-        return steps if self.max_steps is None else min(steps, self.max_steps)
+        return local_steps(math.ceil(num_examples / self.batch_size), epochs=self.epochs, max_steps=self.max_steps)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """A fresh local optimizer over the trainable parameters."""

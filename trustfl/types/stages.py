@@ -26,7 +26,7 @@ __all__ = ["AggregatorStage", "ClientPrivacyHook", "DataAttackStage", "PostStage
 _CONTRACT = {"check_tolerance", "tolerance_after", "state_dict", "load_state_dict", "get_config",
              "requires_individual_updates", "stateful", "claims_robustness", "tracks_clients", "omniscient",
              "success_set", "prepare", "finish", "loss", "custom_loss", "state_json", "load_state_json",
-             "sum_weights", "from_sum"}
+             "load_round_reports", "sum_weights", "from_sum"}
 
 
 def config_value(value: Any) -> Any:
@@ -251,3 +251,8 @@ class ClientPrivacyHook(Stage):
     def load_state_json(self, data: dict[str, Any], *, replace: bool = False) -> None:
         if data:
             raise ValueError(f"{type(self).__name__} keeps no accountant state, got {sorted(data)[:4]}")
+
+    def load_round_reports(self, reports: dict[Any, Any], *, local_steps: Any) -> None:
+        """States that nodes reported after training a round (engines whose clients run elsewhere). A hook
+        must check them against its config before recording them: a node's report is untrusted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot check accountant states reported by remote nodes")

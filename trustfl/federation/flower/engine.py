@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import queue
@@ -35,6 +36,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from trustfl.errors import ConfigError, TrustFLError, UpdateError
+from trustfl.federation.client import local_steps
 from trustfl.federation.flower.codec import decode_reply, encode_task, flwr_app
 from trustfl.federation.flower.data_step import attach_decisions
 from trustfl.optional import require
@@ -84,6 +86,9 @@ class FlowerEngine:
 
     def __init__(self, grid: Any, *, config: Any, privacy: Any = None, num_labels: int | None = None) -> None:
         self.grid, self.config, self.privacy, self.num_labels = grid, config, privacy, num_labels
+        # the steps a node trains per round at a given batch count: its DP report must show exactly these
+        self.local_steps = functools.partial(local_steps, epochs=config.client.epochs,
+                                             max_steps=config.client.max_steps)
         self.settings = config.federation.flower
         self.config_json = json.dumps(config.to_dict(), sort_keys=True)
         self.nodes: dict[int, int] = {}  # client id -> node id
@@ -184,7 +189,7 @@ class FlowerEngine:
                 if self.privacy is not None:
                     if state is None:
                         raise UpdateError(f"client {cid}: sample-level DP is on but the reply has no accountant state")
-                    self.privacy.load_state_json({str(cid): state})
+                    self.privacy.load_round_reports({str(cid): state}, local_steps=self.local_steps)
             except UpdateError as exc:
                 self.dropped[cid] = f"invalid reply: {exc}"
                 continue

@@ -281,17 +281,27 @@ def secaggplus_round(engine: Any, round: int, client_ids: Sequence[int],
         raise EngineError(f"flower: round {round}: SecAgg+ stopped before revealing the sum (fewer clients left than "
                           f"its reconstruction threshold needs, or none replied; dropped: {dropped}); the run stays at "
                           "its last complete round (resume with --resume)")
-    included, weights = [], []
+    included, weights, reports = [], [], {}
     for proxy, fitres in strategy.results:
         cid = client_of[int(proxy.node_id)]
         included.append(cid)
         weights.append(int(fitres.num_examples))
         text = fitres.metrics.get("privacy_state", "")
         if engine.privacy is not None:
-            if not isinstance(text, str) or not text:
-                raise EngineError(f"flower: round {round}: client {cid} is in the SecAgg+ sum but sent no sample-level "
-                                  "DP accountant state; its epsilon would be under-reported")
-            engine.privacy.load_state_json({str(cid): json.loads(text)})
+            try:
+                reports[str(cid)] = json.loads(text) if isinstance(text, str) and text else None
+            except json.JSONDecodeError:
+                reports[str(cid)] = None
+            if reports[str(cid)] is None:
+                raise EngineError(f"flower: round {round}: client {cid} is in the SecAgg+ sum but sent no readable "
+                                  "sample-level DP accountant state; its epsilon would be under-reported, so the sum "
+                                  "is not applied")
+    if engine.privacy is not None:  # all checked before any is recorded; a client in the sum cannot be left out
+        try:
+            engine.privacy.load_round_reports(reports, local_steps=engine.local_steps)
+        except UpdateError as exc:
+            raise EngineError(f"flower: round {round}: {exc}; the SecAgg+ sum includes that client, so it is not "
+                              "applied") from None
     expected = pipeline.sum_weights(torch.tensor(weights, dtype=torch.float64), len(weights))
     if any(w < 0 or w > max_w for w in weights) or not torch.equal(expected, torch.tensor(weights, dtype=torch.float64)):
         raise EngineError(f"flower: round {round}: SecAgg+ revealed client weights {dict(zip(included, weights))} that "
