@@ -5,9 +5,9 @@ Fixed-point error bounds used below (p = 16 precision bits, K = 3 parties):
   (truncation) and the ring sum is exact, so |secure - float64 sum| < (sum_i w_i) 2^-p per entry;
 * with norm bounding, clients share y = x / B (encoding error < 2^-p in units of B), the clip factor
   f_i is computed on shares with a relative error eps_f <= 2^-(p-4) (the quadratic's 6.4e-6 plus five
-  truncations at 2^-p on values of order 1 and the constants' rounding, about 2^-p each), and the
-  product is revealed untruncated: per entry |secure - sum_i clip_B(x_i)| <= n * 4 * 2^-p * B +
-  eps_f * sum_i f_i |x_ij|.
+  truncations at 2^-p on values of order 1 and the constants' rounding, about 2^-p each) and shrunk by
+  (1 - 2^-(p-4)) so that a clipped norm never exceeds B, and the product is revealed untruncated: per
+  entry |secure - sum_i clip_B(x_i)| <= n * 4 * 2^-p * B + 2 * 2^-(p-4) * sum_i f_i |x_ij|.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _rows(n: int, d: int, seed: int, scale: float = 1.0) -> torch.Tensor:
 def _clip_bound(x: torch.Tensor, b: float) -> torch.Tensor:
     """The derived per-entry bound of the norm-bounded secure sum (module docstring)."""
     clipped, _ = clip_rows(x.double(), b)
-    return x.shape[0] * 4 * ULP * b + 2.0 ** -(P - 4) * clipped.abs().sum(0)
+    return x.shape[0] * 4 * ULP * b + 2 * 2.0 ** -(P - 4) * clipped.abs().sum(0)
 
 
 # ---------------------------------------------------------------------------------------------- the sum
@@ -101,6 +101,26 @@ def test_norm_bounding_is_exact_at_every_range_reduction_bucket_edge(pool):
     out = MPCSecureAggregator(pool=pool, norm_bound=1.0).secure_sum(x)
     reference = clip_rows(x.double(), 1.0)[0].sum(0)
     assert bool(((out.total - reference).abs() <= _clip_bound(x, 1.0)).all())
+
+
+@pytest.mark.parametrize("bound", [0.05, 1.0, 7.0])
+def test_a_clipped_update_never_exceeds_the_bound(pool, bound):
+    """The DP noise is calibrated to sensitivity B: every client's clipped contribution has norm <= B, also
+    where the clip factor's error is largest (just above each bucket edge). Each client writes its own 8
+    coordinates, so one secure sum shows every client's contribution."""
+    from trustfl.defenses.secure_aggregation.mpc import BUCKETS_PER_OCTAVE, RANGE_STEPS
+
+    edges = [2.0 ** (k / (2 * BUCKETS_PER_OCTAVE)) for k in range(2 * BUCKETS_PER_OCTAVE * RANGE_STEPS + 1)]
+    ratios = [e * f for e in edges for f in (1 + 1e-6, 1 + 0.03)] + [1.0 + 1e-4, 3.3, 29.0, 1e3]
+    n, width = len(ratios), 8
+    x = torch.zeros(n, n * width, dtype=torch.float64)
+    rows = _rows(n, width, seed=23).double()
+    for i, r in enumerate(ratios):
+        x[i, i * width:(i + 1) * width] = rows[i] / rows[i].norm() * r * bound
+    out = MPCSecureAggregator(pool=pool, norm_bound=bound).secure_sum(x.float())
+    norms = out.total.view(n, width).norm(dim=1)
+    assert bool((norms <= bound * (1 + 1e-9)).all()), float((norms / bound).max() - 1)
+    assert bool((norms >= bound * (1 - 2 * 2.0 ** -(P - 4) - 4 * ULP)).all())  # and not clipped much harder
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -341,6 +361,8 @@ def test_dp_inside_mpc_accounts_client_level_epsilon_and_checks_the_budget_first
     ({"secure_aggregation__precision_bits": 40}, "precision_bits"),
     ({"secure_aggregation__norm_bound": float("inf")}, "norm_bound"),
     ({"secure_aggregation__cosine_threshold": 2.0}, "cosine_threshold"),
+    ({"secure_aggregation__cosine_threshold": 0.1, "secure_aggregation__noise_multiplier": 1.0,
+      "secure_aggregation__norm_bound": 1.0}, "outside the Gaussian mechanism"),
     ({"secure_aggregation__max_epsilon": 1.0}, "max_epsilon"),
 ])
 def test_secure_aggregation_config_refusals(tiny_bert_dir, over, match):
@@ -383,3 +405,13 @@ def test_a_malformed_share_excludes_only_that_client(pool):
         out = secure.finish()
         assert out.client_ids == [0] and out.dropped == [1], bad_key
         assert (out.total - x[0].double()).abs().max() < sum_error_bound(1)
+
+
+def test_library_aggregator_refuses_what_the_config_refuses():
+    """MPCSecureAggregator validates through the config section's settings (one mechanism), before any party."""
+    with pytest.raises(ConfigError, match="outside the Gaussian mechanism"):
+        MPCSecureAggregator(norm_bound=1.0, noise_multiplier=1.0, cosine_threshold=0.1)
+    with pytest.raises(ConfigError, match="norm_bound"):
+        MPCSecureAggregator(noise_multiplier=1.0)
+    with pytest.raises(ConfigError, match="precision_bits"):
+        MPCSecureAggregator(precision_bits=40)

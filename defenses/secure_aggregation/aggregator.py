@@ -37,7 +37,8 @@ from trustfl.defenses.secure_aggregation.encoding import ClientShares, all_finit
 from trustfl.defenses.secure_aggregation.mpc import RANGE_STEPS, output_scale_bits
 from trustfl.defenses.secure_aggregation.pool import PartyPool, SecureAggregationError
 from trustfl.defenses.secure_aggregation.prg import KEY_BYTES, new_key, normal_stream
-from trustfl.errors import ConfigError, UpdateError
+from trustfl.defenses.secure_aggregation.settings import SecureAggregationSettings
+from trustfl.errors import UpdateError
 from trustfl.types import SecureSum
 
 __all__ = ["MPCSecureAggregator", "SecureRound"]
@@ -192,22 +193,11 @@ class MPCSecureAggregator:
                  norm_bound: float | None = None, over_bound: str = "scale", noise_multiplier: float | None = None,
                  cosine_threshold: float | None = None, chunk_elements: int = 2 ** 24,
                  pool: PartyPool | None = None) -> None:
-        if norm_bound is not None and not (math.isfinite(norm_bound) and 1e-4 <= norm_bound <= 1e3):
-            raise ConfigError(f"secure_aggregation.norm_bound: must be in [1e-4, 1e3] (or unset), got {norm_bound}")
-        if over_bound not in ("scale", "zero"):
-            raise ConfigError(f"secure_aggregation.over_bound: must be 'scale' or 'zero', got {over_bound!r}")
-        if noise_multiplier is not None:
-            if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
-                raise ConfigError(f"secure_aggregation.noise_multiplier: must be > 0 (0 means no privacy), got "
-                                  f"{noise_multiplier}")
-            if norm_bound is None:
-                raise ConfigError("secure_aggregation.noise_multiplier: DP noise needs norm_bound (noise without a "
-                                  "bound on each client's contribution protects nothing)")
-            if over_bound != "scale":
-                raise ConfigError("secure_aggregation.over_bound: DP noise is calibrated to clipping "
-                                  "(over_bound = 'scale')")
-        if cosine_threshold is not None and not (math.isfinite(cosine_threshold) and -1 <= cosine_threshold <= 1):
-            raise ConfigError(f"secure_aggregation.cosine_threshold: must be in [-1, 1], got {cosine_threshold}")
+        # the config section's checks, one mechanism for the library and `[secure_aggregation]`
+        SecureAggregationSettings(enabled=True, parties=parties, rendezvous=rendezvous, host=host,
+                                  launch=launch, precision_bits=precision_bits, timeout=timeout,  # type: ignore[arg-type]
+                                  norm_bound=norm_bound, over_bound=over_bound,  # type: ignore[arg-type]
+                                  noise_multiplier=noise_multiplier, cosine_threshold=cosine_threshold)
         self.pool = pool if pool is not None else PartyPool(parties=parties, rendezvous=rendezvous, host=host,
                                                             launch=launch, precision_bits=precision_bits,
                                                             timeout=timeout)

@@ -28,8 +28,9 @@ third party, a separate process; Beaver 1991; Knott et al. 2021, "CrypTen", Neur
    the bucket indicator ``e_k = b_k - b_(k+1)`` and the bucket's public constants are local linear
    maps; one multiplication gives ``u_i = S_i / t_k`` in (1, 2^(1/8)] for every clipped client.
 3. ``1/sqrt(u)`` from a minimax quadratic (relative error 6.4e-6: no Newton-Raphson steps);
-   ``F_i = 2^R f_i = G_i poly(u_i) + (1 - b_0) 2^R`` with ``G_i = 2^R t_k^(-1/2)`` keeps a relative
-   error of a few 2^-p on f_i whatever the norm (:func:`_clip_factors`).
+   ``F_i = 2^R f_i = G_i poly(u_i) + (1 - b_0) 2^R`` with ``G_i = 2^R t_k^(-1/2) (1 - 2^-(p-4))`` keeps
+   a relative error of a few 2^-p on f_i whatever the norm, shrunk so that it is one-sided: a clipped
+   update's norm is never above the bound (:func:`_clip_factors`, :func:`clip_margin`).
 4. ``total = (w F) @ Y = (w F) @ eps + (w F - a) @ b + c``: only the n-vector ``w F - a`` is opened;
    the d-vector is accumulated in the ring and revealed *untruncated* at scale 2^(2p + R), so no
    probabilistic truncation ever touches it. The DP noise is encoded at that same scale, so it masks
@@ -51,8 +52,8 @@ import torch
 from trustfl.defenses.secure_aggregation.crypten_import import import_crypten
 from trustfl.defenses.secure_aggregation.prg import new_key, nonce, normal_stream, ring_stream
 
-__all__ = ["DealerKeys", "RANGE_STEPS", "RoundPlan", "TupleDealer", "compute_round", "dealer_shares",
-           "output_scale_bits", "tuple_part"]
+__all__ = ["DealerKeys", "RANGE_STEPS", "RoundPlan", "TupleDealer", "clip_margin", "compute_round",
+           "dealer_shares", "output_scale_bits", "tuple_part"]
 
 RANGE_STEPS = 5  # R: clients pre-clip y = x / B to norm 2^R = 32; the MPC clip to 1 is exact below that
 
@@ -249,6 +250,13 @@ RSQRT_POLY = (1.8348764312534878, -1.1710455588073092, 0.33616277780686676)
 BUCKETS_PER_OCTAVE = 8  # thresholds 2^(k/8) on S = ||y||^2: u = S / t_k lies in (1, 2^(1/8)]
 
 
+def clip_margin(precision_bits: int) -> float:
+    """Bound on the relative error of the in-MPC clip factor, 2^-(p-4): the quadratic's 6.4e-6, five
+    truncations at 2^-p on values of order 1 and the constants' rounding (asserted in the tests). The
+    factor is shrunk by it, so a clipped update's norm lies in [B (1 - 2 margin), B], never above B."""
+    return 2.0 ** -(precision_bits - 4)
+
+
 def _mul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Shares of the exact ring product of two shared integer tensors (one Beaver multiplication, no truncation)."""
     return _ast(x, 0).mul(_ast(y, 0)).share
@@ -283,7 +291,10 @@ def _clip_factors(norms_sq: torch.Tensor, n: int, plan: RoundPlan):  # type: ign
     buckets = bits.clone()
     buckets[:, :-1] -= bits[:, 1:]  # e_k = b_k - b_(k+1): exactly one 1 per clipped client, none otherwise
     c = torch.tensor([round(2 ** (p + 2 * r) / ti) for ti in t], dtype=torch.int64)
-    g = torch.tensor([round(2 ** r / ti ** 0.5 * 2 ** p) for ti in t], dtype=torch.int64)
+    # G shrunk by the factor's relative error bound CLIP_MARGIN (p): the clipped norm never exceeds 1 (one-sided),
+    # so the sensitivity the DP noise and the accountant assume, B, holds exactly
+    shrink = 1.0 - clip_margin(p)
+    g = torch.tensor([round(2 ** r / ti ** 0.5 * 2 ** p * shrink) for ti in t], dtype=torch.int64)
     s_p = _truncate(norms_sq, 2 ** p, p)  # S at scale 2^p (< 2^(p+2R))
     u = _truncate(_mul(s_p, buckets @ c), 2 ** (p + 2 * r), p)  # u = S / t_k at scale 2^p (< 2^(2p+2R+1) before)
     u2 = _truncate(_mul(u, u), 2 ** p, p)  # u^2 at scale 2^p

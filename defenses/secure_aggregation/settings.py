@@ -34,7 +34,8 @@ class SecureAggregationSettings:
             ``federation.sampling = "poisson"``, unweighted FedAvg; client-level accounting).
         delta: delta of the reported client-level epsilon.
         max_epsilon: budget; a round that would exceed it does not run.
-        cosine_threshold: reveal per client the bit ``cos(update, previous global step) < tau``.
+        cosine_threshold: reveal per client the bit ``cos(update, previous global step) < tau`` (not with
+            ``noise_multiplier``: the bits are outside the mechanism the accountant covers).
     """
 
     enabled: bool = False
@@ -73,3 +74,6 @@ class SecureAggregationSettings:
                "a budget needs noise_multiplier (without noise there is no epsilon to bound)")
         _check(self.cosine_threshold is None or -1 <= self.cosine_threshold <= 1, "cosine_threshold",
                f"must be in [-1, 1] or unset, got {self.cosine_threshold}")
+        _check(self.cosine_threshold is None or self.noise_multiplier is None, "cosine_threshold",
+               "reveals one bit per client per round outside the Gaussian mechanism, which the client-level "
+               "accountant does not cover; unset it or noise_multiplier")
