@@ -364,6 +364,9 @@ def test_dp_inside_mpc_accounts_client_level_epsilon_and_checks_the_budget_first
     ({"secure_aggregation__cosine_threshold": 0.1, "secure_aggregation__noise_multiplier": 1.0,
       "secure_aggregation__norm_bound": 1.0}, "outside the Gaussian mechanism"),
     ({"secure_aggregation__max_epsilon": 1.0}, "max_epsilon"),
+    ({"secure_aggregation__launch": "external"}, "set port"),
+    ({"secure_aggregation__launch": "external", "secure_aggregation__port": 29511}, "rendezvous"),
+    ({"secure_aggregation__port": 70000}, "secure_aggregation.port"),
 ])
 def test_secure_aggregation_config_refusals(tiny_bert_dir, over, match):
     """Refused at load, before any party starts: never a plaintext fallback."""

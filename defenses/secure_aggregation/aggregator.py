@@ -189,18 +189,19 @@ class MPCSecureAggregator:
     """
 
     def __init__(self, *, parties: int = 3, rendezvous: str = "loopback", host: str = "127.0.0.1",
-                 launch: str = "local", precision_bits: int = 16, timeout: float = 300.0,
+                 launch: str = "local", precision_bits: int = 16, timeout: float = 300.0, port: int = 0,
                  norm_bound: float | None = None, over_bound: str = "scale", noise_multiplier: float | None = None,
                  cosine_threshold: float | None = None, chunk_elements: int = 2 ** 24,
                  pool: PartyPool | None = None) -> None:
         # the config section's checks, one mechanism for the library and `[secure_aggregation]`
         SecureAggregationSettings(enabled=True, parties=parties, rendezvous=rendezvous, host=host,
                                   launch=launch, precision_bits=precision_bits, timeout=timeout,  # type: ignore[arg-type]
+                                  port=port,
                                   norm_bound=norm_bound, over_bound=over_bound,  # type: ignore[arg-type]
                                   noise_multiplier=noise_multiplier, cosine_threshold=cosine_threshold)
         self.pool = pool if pool is not None else PartyPool(parties=parties, rendezvous=rendezvous, host=host,
                                                             launch=launch, precision_bits=precision_bits,
-                                                            timeout=timeout)
+                                                            timeout=timeout, port=port)
         self.norm_bound = None if norm_bound is None else float(norm_bound)
         self.over_bound = over_bound
         self.noise_multiplier = None if noise_multiplier is None else float(noise_multiplier)

@@ -33,7 +33,8 @@ class SecureAggregation(RunComponent):
         s = settings
         self.aggregator = aggregator if aggregator is not None else MPCSecureAggregator(
             parties=s.parties, rendezvous=s.rendezvous, host=s.host, launch=s.launch, precision_bits=s.precision_bits,
-            timeout=s.timeout, norm_bound=s.norm_bound, over_bound=s.over_bound, noise_multiplier=s.noise_multiplier,
+            timeout=s.timeout, port=s.port, norm_bound=s.norm_bound, over_bound=s.over_bound,
+            noise_multiplier=s.noise_multiplier,
             cosine_threshold=s.cosine_threshold)
         self._owns_parties = aggregator is None  # close only the parties this component started
         self.accountant: Any = None

@@ -65,6 +65,19 @@ def _stop_processes(procs: list[subprocess.Popen], conns: list[Connection]) -> N
             pass
 
 
+def _external_key() -> bytes:
+    """The operator's shared key for parties started by hand (``TRUSTFL_MPC_AUTHKEY``, hex, >= 32 bytes)."""
+    text = os.environ.get("TRUSTFL_MPC_AUTHKEY", "")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < 32:
+        raise ConfigError("secure_aggregation.launch = 'external': set TRUSTFL_MPC_AUTHKEY to the same hex key "
+                          "(>= 32 bytes, e.g. from secrets.token_hex(32)) here and for every party")
+    return key
+
+
 class PartyPool:
     """K compute parties + CrypTen's TTP as separate processes talking over torch.distributed (gloo).
 
@@ -75,13 +88,18 @@ class PartyPool:
             explicit ``"tcp://host:port"``.
         host: address the coordinator's control listener binds to (parties connect back to it).
         launch: ``"local"`` starts the processes here; ``"external"`` waits for parties started by hand
-            (``python -m trustfl.defenses.secure_aggregation.party``, see :meth:`party_command`).
+            (``python -m trustfl.defenses.secure_aggregation.party``, see :meth:`party_command`): the
+            operator sets the same hex key in ``TRUSTFL_MPC_AUTHKEY`` (at least 32 bytes, e.g.
+            ``python -c "import secrets; print(secrets.token_hex(32))"``) for the coordinator and every
+            party, fixes ``port`` and a ``tcp://`` or ``env`` rendezvous, and :meth:`start` prints the
+            commands to run before it waits.
         precision_bits: fixed-point precision p (CrypTen's encoder).
         timeout: seconds any single wait may take (start-up, a round's computation).
+        port: the control listener's port (0: any free port; required with ``launch="external"``).
     """
 
     def __init__(self, *, parties: int = 3, rendezvous: str = "loopback", host: str = "127.0.0.1",
-                 launch: str = "local", precision_bits: int = 16, timeout: float = 300.0) -> None:
+                 launch: str = "local", precision_bits: int = 16, timeout: float = 300.0, port: int = 0) -> None:
         if isinstance(parties, bool) or not isinstance(parties, int) or parties < 2:
             raise ConfigError(f"secure_aggregation.parties: additive sharing needs >= 2 parties, got {parties!r}")
         if rendezvous not in ("loopback", "env") and not rendezvous.startswith("tcp://"):
@@ -93,12 +111,19 @@ class PartyPool:
             raise ConfigError(f"secure_aggregation.precision_bits: must be in [12, 20], got {precision_bits}")
         if not timeout > 0:
             raise ConfigError(f"secure_aggregation.timeout: must be > 0 seconds, got {timeout}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"secure_aggregation.port: must be an int in [0, 65535], got {port!r}")
+        if launch == "external" and (port == 0 or rendezvous == "loopback"):
+            raise ConfigError("secure_aggregation.launch = 'external': parties started by hand must know where to "
+                              "connect: set port (the control listener's) and rendezvous = 'tcp://host:port' or 'env'")
         self.parties, self.rendezvous_spec, self.host, self.launch = parties, rendezvous, host, launch
+        self.port = port
+        self._url: str | None = None
         self.precision_bits, self.timeout = precision_bits, float(timeout)
         self.procs: list[subprocess.Popen] = []
         self.conns: list[Connection] = []
         self.pids: list[int] = []
-        self._authkey = secrets.token_bytes(32)
+        self._authkey = _external_key() if launch == "external" else secrets.token_bytes(32)
         self._listener: Listener | None = None
         self._finalizer: Any = None
         self.broken: str | None = None
@@ -118,10 +143,13 @@ class PartyPool:
 
     def party_command(self, rank: int) -> list[str]:
         """The command line that starts party ``rank`` (rank K is the TTP); needs TRUSTFL_MPC_AUTHKEY."""
-        assert self._listener is not None
-        host, port = self._listener.address
+        host, port = self._listener.address if self._listener is not None else (self.host, self.port)
+        if not port:
+            raise SecureAggregationError("secure aggregation: the control port is chosen at start(); fix port to "
+                                         "know the party commands before")
+        url = self._url or self._rendezvous()
         return [sys.executable, "-m", "trustfl.defenses.secure_aggregation.party", "--rank", str(rank),
-                "--parties", str(self.parties), "--coordinator", f"{host}:{port}", "--rendezvous", self._url,
+                "--parties", str(self.parties), "--coordinator", f"{host}:{port}", "--rendezvous", url,
                 "--precision-bits", str(self.precision_bits)]
 
     def start(self) -> "PartyPool":
@@ -130,9 +158,14 @@ class PartyPool:
             raise PartyFailure(f"secure aggregation: the party pool is closed ({self.broken}); start a new one")
         if self.conns:
             return self
-        self._listener = Listener((self.host, 0), authkey=self._authkey)
+        self._listener = Listener((self.host, self.port), authkey=self._authkey)
         self._listener._listener._socket.settimeout(self.timeout)  # type: ignore[attr-defined]
         self._url = self._rendezvous()
+        if self.launch == "external":
+            commands = "\n".join("  " + " ".join(self.party_command(r)) for r in range(self.parties + 1))
+            print(f"secure aggregation: waiting {self.timeout:.0f} s for {self.parties} parties and the trusted third "
+                  f"party (rank {self.parties}); start each with the same TRUSTFL_MPC_AUTHKEY as here:\n{commands}",
+                  file=sys.stderr, flush=True)
         env = {**os.environ, "TRUSTFL_MPC_AUTHKEY": self._authkey.hex(), "OMP_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         if self.launch == "local":

@@ -25,7 +25,9 @@ class SecureAggregationSettings:
         parties: K compute parties (processes), >= 2; plus CrypTen's trusted third party.
         rendezvous: ``"loopback"``, ``"env"`` (``MASTER_ADDR``/``MASTER_PORT``) or ``"tcp://host:port"``.
         host: address the coordinator's control listener binds to.
-        launch: ``"local"`` (start the parties here) or ``"external"`` (wait for parties started by hand).
+        launch: ``"local"`` (start the parties here) or ``"external"`` (wait for parties started by hand,
+            with the operator's key in ``TRUSTFL_MPC_AUTHKEY``; needs ``port`` and a non-loopback rendezvous).
+        port: the coordinator's control listener port (0: any free port; required with ``"external"``).
         precision_bits: fixed-point precision p in [12, 20] (CrypTen's encoder; default 16).
         timeout: seconds any wait on a party may take.
         norm_bound: B, the per-client L2 bound applied on shares (unset: no bounding).
@@ -43,6 +45,7 @@ class SecureAggregationSettings:
     rendezvous: str = "loopback"
     host: str = "127.0.0.1"
     launch: Literal["local", "external"] = "local"
+    port: int = 0
     precision_bits: int = 16
     timeout: float = 300.0
     norm_bound: float | None = None
@@ -57,6 +60,11 @@ class SecureAggregationSettings:
                f"must be an int >= 2 (additive sharing among K parties), got {self.parties!r}")
         _check(self.rendezvous in ("loopback", "env") or str(self.rendezvous).startswith("tcp://"), "rendezvous",
                f"must be 'loopback', 'env' or 'tcp://host:port', got {self.rendezvous!r}")
+        _check(not isinstance(self.port, bool) and isinstance(self.port, int) and 0 <= self.port <= 65535, "port",
+               f"must be an int in [0, 65535], got {self.port!r}")
+        _check(self.launch != "external" or (self.port != 0 and self.rendezvous != "loopback"), "launch",
+               "'external': parties started by hand must know where to connect: set port and rendezvous = "
+               "'tcp://host:port' or 'env'")
         _check(12 <= self.precision_bits <= 20, "precision_bits", f"must be in [12, 20], got {self.precision_bits}")
         _check(math.isfinite(self.timeout) and self.timeout > 0, "timeout", f"must be > 0 seconds, got {self.timeout}")
         _check(self.norm_bound is None or (math.isfinite(self.norm_bound) and 1e-4 <= self.norm_bound <= 1e3),
