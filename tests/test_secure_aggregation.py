@@ -418,3 +418,17 @@ def test_library_aggregator_refuses_what_the_config_refuses():
         MPCSecureAggregator(noise_multiplier=1.0)
     with pytest.raises(ConfigError, match="precision_bits"):
         MPCSecureAggregator(precision_bits=40)
+
+
+def test_anomaly_bits_are_recorded_or_said_missing(pool, tiny_bert_dir, tmp_path):
+    """Round 1 has no previous global step to compare with: the metrics say so instead of omitting the bits."""
+    from trustfl.defenses.secure_aggregation import SecureAggregation, SecureAggregationSettings
+    from trustfl.federation import Federation
+    from trustfl.rundir import RunDir
+
+    settings = SecureAggregationSettings(enabled=True, cosine_threshold=0.0)
+    comp = SecureAggregation(settings, aggregator=MPCSecureAggregator(pool=pool, cosine_threshold=0.0))
+    Federation(_config(tiny_bert_dir), out_dir=tmp_path / "a", components=[comp], progress=False).run()
+    first, second = (m["secure_aggregation"] for m in RunDir(tmp_path / "a").metrics())
+    assert first["anomalous"] is None and "no previous global step" in first["anomalous_not_computed"]
+    assert isinstance(second["anomalous"], list) and set(second["anomalous"]) <= set(second["included"])

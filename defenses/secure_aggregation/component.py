@@ -99,6 +99,10 @@ class SecureAggregation(RunComponent):
             facts.update(included=list(last.client_ids), dropped=list(last.dropped))
             if last.anomalous is not None:
                 facts["anomalous"] = list(last.anomalous)
+            elif self.settings.cosine_threshold is not None:  # said, not silently absent
+                facts["anomalous"] = None
+                facts["anomalous_not_computed"] = ("no previous global step known to this process (the run's first "
+                                                   "round, or the first after a resume), or a zero step")
         self.aggregator.last = None
         metrics: dict[str, Any] = {"secure_aggregation": facts}
         try:
