@@ -149,3 +149,11 @@ def test_exposure_against_a_hand_computation():
     rng = np.random.default_rng(0)
     mean = float(np.mean([exposure(rng.normal(size=1), rng.normal(size=255))[0] for _ in range(2000)]))
     assert 1.0 < mean < 1.6
+
+
+def test_one_canary_is_a_clear_error_not_an_empty_ks():
+    """One canary cannot be guessed both 'in' and 'out': the default guesses need at least 2 canaries."""
+    with pytest.raises(EmpiricalEpsilonError, match=r"scores: 1 canary; the default guesses need at least 2"):
+        canary_epsilon([0.3], [True])
+    assert canary_epsilon([0.3], [True], ks=[(1, 0)]).guesses == 1  # explicit guesses still work
+    assert canary_epsilon([0.3, 0.1], [True, False]).k_plus == 1

@@ -328,3 +328,43 @@ def test_every_scorer_meets_the_contract(task, tiny_lm, tiny_clf):
         if attack.needs_reference:
             with pytest.raises(MembershipError, match="call fit"):
                 type(attack)().score(model, recs, tokenizer=tok, task=task)
+
+
+# ---------------------------------------------------------------------- RMIA's public functions
+_RMIA_PROBS = ([0.5, 0.2], [[0.4, 0.3]], [0.6, 0.1, 0.3], [[0.5, 0.2, 0.3]])
+
+
+@pytest.mark.parametrize("log_space", [False, True])
+@pytest.mark.parametrize("params,match", [({"gamma": 0}, "gamma=0 must be a finite number > 0"),
+                                          ({"gamma": -1.0}, "gamma"), ({"gamma": float("nan")}, "gamma"),
+                                          ({"gamma": float("inf")}, "gamma"), ({"gamma": True}, "gamma"),
+                                          ({"offline_a": 1.5}, "offline_a=1.5 must be in"),
+                                          ({"offline_a": "x"}, "offline_a"), ({"offline_a": False}, "offline_a")])
+def test_rmia_functions_check_parameters_like_the_class(log_space, params, match):
+    """rmia_scores / rmia_log_scores refuse what RMIA(...) refuses, with the same one-line message."""
+    from trustfl.attacks.membership import RMIA, rmia_log_scores, rmia_scores
+
+    with pytest.raises(MembershipError, match=match) as from_class:
+        RMIA(**params)
+    args = [np.log(np.asarray(a)) for a in _RMIA_PROBS] if log_space else _RMIA_PROBS
+    fn = rmia_log_scores if log_space else rmia_scores
+    with pytest.raises(MembershipError, match=match) as from_fn:
+        fn(*args, **params)
+    assert str(from_fn.value) == str(from_class.value) and "\n" not in str(from_fn.value)
+
+
+def test_rmia_log_scores_checks_shapes_and_values():
+    from trustfl.attacks.membership import rmia_log_scores
+
+    lx, rx, lz, rz = (torch.log(torch.tensor(a, dtype=torch.float64)) for a in _RMIA_PROBS)
+    assert rmia_log_scores(lx, rx, lz, rz).shape == (2,)
+    with pytest.raises(MembershipError, match=r"shapes disagree .*log_reference_x \(1, 2\).*need \[n\], \[m, n\]"):
+        rmia_log_scores(lx[:1], rx, lz, rz)
+    with pytest.raises(MembershipError, match="shapes disagree"):
+        rmia_log_scores(lx, rx, lz, torch.cat([rz, rz]))  # 1 reference model for x, 2 for z
+    with pytest.raises(MembershipError, match="log_target_z: expected a non-empty 1-D"):
+        rmia_log_scores(lx, rx, lz[:0], rz[:, :0])
+    with pytest.raises(MembershipError, match="log_reference_z: 1 values are NaN/Inf"):
+        rmia_log_scores(lx, rx, lz, torch.tensor([[-1.0, float("nan"), -2.0]]))
+    with pytest.raises(MembershipError, match=r"log_target_x must hold log-probabilities \(<= 0\); 1 are > 0"):
+        rmia_log_scores(torch.tensor([0.5, -1.0]), rx, lz, rz)  # a probability above 1

@@ -5,13 +5,17 @@ leakage invented, and every bad input one clear error."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from trustfl.audits import AuditSettings
-from trustfl.audits.privacy import PrivacyAuditError, PrivacyAuditSettings, membership_data, privacy_audit
+from trustfl.audits.privacy import (PrivacyAuditError, PrivacyAuditSettings, canary_epsilon, membership_data,
+                                    privacy_audit)
 from trustfl.audits.privacy.records import recorded_canaries
 from trustfl.audits.report.sections import privacy as privacy_section
 from trustfl.cli import main
@@ -98,14 +102,29 @@ def test_audit_writes_metrics_plot_and_empirical_epsilon(audited):
         m = saved["membership"][name]
         assert 0 <= m["auc"] <= 1 and m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
         assert set(m["tpr_at_fpr"]) == {"0.01", "0.001"} and m["n_nonmembers"] == result.data["nonmembers"]
-    for name in ("lira", "lira_online", "rmia"):  # two shadow federations on a pool holding the audited records
-        assert 0 <= saved["membership"][name]["auc"] <= 1, saved["membership"][name]
+    cache = out / "cache"
+    for name in ("loss", "reference", "lira", "lira_online", "rmia"):  # the AUC is sklearn's on the cached scores
+        (blob,) = [json.loads(f.read_text()) for f in cache.glob(f"scores-{name}-*.json")]
+        mem, non = blob["members"], blob["nonmembers"]
+        assert (len(mem), len(non)) == (result.data["members"], result.data["nonmembers"])
+        want = roc_auc_score([1] * len(mem) + [0] * len(non), mem + non)
+        assert saved["membership"][name]["auc"] == pytest.approx(want, abs=1e-12), name
     shadows = saved["data"]["shadows"]
     assert shadows["count"] == 2 and shadows["mode"].startswith("online") and 0 < shadows["in_fraction"] <= 0.5
     assert shadows["pool"] >= result.data["members"] + result.data["nonmembers"] + shadows["population_z"]
+    assert set(shadows["overrides"]) == {"canaries"}  # the shadows plant none of the target's 24 canaries
     c = saved["canaries"]
-    assert c["canaries"] == 24 and c["epsilon_lower_bound"] >= 0 and c["accounted"] is None
-    assert c["exposure"]["max_bits"] == pytest.approx(4.0)  # log2(15 + 1)
+    assert c["canaries"] == 24 and c["accounted"] is None
+    assert c["exposure"]["max_bits"] == pytest.approx(4.0) and c["exposure"]["candidates_capped"] is None
+    # the bound recomputed from the cached canary scores (shadow reference - target loss) and the recorded coins
+    (blob,) = [json.loads(f.read_text()) for f in cache.glob("canaries-*.json")]
+    coins = [bool(k["included"]) for k in recorded_canaries(RunDir(run))]
+    scores = np.asarray(blob["reference"]) - np.asarray(blob["target"])
+    bound = canary_epsilon(scores, coins, delta=1e-5, confidence=0.95, seed=0)
+    assert (c["epsilon_lower_bound"], c["guesses"], c["correct"]) == (bound.epsilon, bound.guesses, bound.correct)
+    k = c["k_plus"]  # the chosen guesses counted by hand: the k highest scores "in", the k lowest "out"
+    order = np.argsort(scores, kind="stable")
+    assert c["correct"] == sum(coins[i] for i in order[len(order) - k:]) + sum(not coins[i] for i in order[:k])
     assert saved["summary"]["best_attack"] in saved["membership"]
 
 
@@ -168,6 +187,92 @@ def _population(run):
     excl = set(data.members["text"]) | set(data.nonmembers["text"])
     z = population_records(rd, run_config(rd), exclude_texts=excl, n=FAST["population"], seed=2)
     return list(z["text"]), [int(y) for y in z["label"]]
+
+
+def test_population_never_holds_the_rows_dedup_dropped(tiny_bert_dir, tmp_path):
+    """Dedup drops near-copies of kept training records before training, so the manifest lists only the kept rows;
+    the dropped rows (and any source row repeating a used row's text) are the run's data all the same and never
+    population records (which feed the reference adapter, RMIA's z and the shadow pool)."""
+    from trustfl.audits.privacy.membership import population_records
+    from trustfl.data import load_dataset_source
+    from trustfl.federation.clients import split_data
+
+    cfg = _config(tiny_bert_dir, data__max_records=600, data__holdout_fraction=0.3, dedup__enabled=True,
+                  federation__rounds=1)
+    Federation(cfg, out_dir=tmp_path / "run", progress=False).run()
+    run = RunDir(tmp_path / "run")
+    recorded = {r for c in run.manifest["extra"]["clients"].values() for r in c["train_rows"] + c["holdout_rows"]}
+    before = {int(r) for tr, ho in split_data(cfg).splits.values() for ds in (tr, ho) for r in ds["row_id"]}
+    dropped = before - recorded
+    assert dropped and recorded <= before  # dedup dropped some training rows
+    texts = load_dataset_source("sms_spam")["text"]
+    pop = set(population_records(run, cfg, exclude_texts=set(), n=10**6, seed=0)["text"])
+    assert len(pop) > 3000  # the rows outside the 600 sampled
+    assert not pop & {texts[i] for i in dropped} and not pop & {texts[i] for i in before}
+
+
+def test_shadow_adapter_cache_is_keyed_by_the_whole_recipe(canary_run, tmp_path):
+    """server_lr and model.max_length are part of the recipe (a changed one never hits the cache); the name is not."""
+    from trustfl.audits.privacy import load_run_model
+    from trustfl.audits.privacy.membership import ScoreCache, population_records, shadow_reference
+    from trustfl.audits.privacy.records import run_config
+
+    rd = RunDir(canary_run)
+    cfg = run_config(rd)
+    rm = load_run_model(rd, config=cfg)
+    pop = population_records(rd, cfg, exclude_texts=set(), n=12, seed=0)
+    cache = ScoreCache(tmp_path / "cache")
+
+    def variant(section, key, value):
+        d = cfg.to_dict()
+        d[section][key] = value
+        return RunConfig.from_dict(d)
+
+    first = shadow_reference(rd, rm, cfg, pop, cache=cache)
+    assert torch.equal(shadow_reference(rd, rm, RunConfig.from_dict({**cfg.to_dict(), "name": "x"}), pop,
+                                        cache=cache), first)
+    assert len(list(cache.directory.glob("shadow-*.safetensors"))) == 1
+    slower = shadow_reference(rd, rm, variant("server", "server_lr", 0.5), pop, cache=cache)
+    assert len(list(cache.directory.glob("shadow-*.safetensors"))) == 2
+    torch.testing.assert_close(slower - rm.initial, 0.5 * (first - rm.initial), rtol=1e-4, atol=1e-7)  # one round
+    shadow_reference(rd, rm, variant("model", "max_length", 16), pop, cache=cache)
+    assert len(list(cache.directory.glob("shadow-*.safetensors"))) == 3
+
+
+def _canary_run(tiny_bert_dir, out, count, digits):
+    cfg = _config(tiny_bert_dir, data__holdout_fraction=0.3, canaries__count=count, canaries__secret_digits=digits,
+                  partition__scheme="iid", partition__alpha=None, federation__rounds=1)
+    Federation(cfg, out_dir=out, progress=False).run()
+    return out
+
+
+def test_canary_candidates_are_capped_by_the_secret_space(tiny_bert_dir, tmp_path):
+    """5 canaries of 3 digits is a valid run (1000 >= 100 x 5); 2000 candidates do not fit in the 995 other
+    secrets: the audit draws all 995 and says so, instead of failing on the run config's planting rule."""
+    import re
+
+    from trustfl.audits.privacy.canary import candidate_texts
+
+    run = _canary_run(tiny_bert_dir, tmp_path / "run", 5, 3)
+    canaries = recorded_canaries(RunDir(run))
+    info = RunDir(run).manifest["extra"]["canaries"]["settings"]
+    for n in (200, 995, 5000):
+        cand = candidate_texts(canaries, info, n, 7)
+        assert len(cand) == min(n, 995) == len(set(cand))
+        assert not set(cand) & {c["text"] for c in canaries}
+        assert all(re.fullmatch(r"my secret code is \d{3}", t) for t in cand)
+    res = privacy_audit(run, PrivacyAuditSettings(membership=False, shadow=False, candidates=2000, bootstrap=10))
+    e = res.canaries["exposure"]
+    assert (e["candidates"], e["candidates_requested"]) == (995, 2000) and "10^3" in e["candidates_capped"]
+    assert e["max_bits"] == pytest.approx(math.log2(996)) and res.canaries["canaries"] == 5
+
+
+def test_one_canary_is_reported_as_not_run(tiny_bert_dir, tmp_path):
+    run = _canary_run(tiny_bert_dir, tmp_path / "run", 1, 2)
+    res = privacy_audit(run, PrivacyAuditSettings(membership=False, shadow=False, candidates=10))
+    assert res.canaries is None and "needs at least 2" in res.not_run["canaries"], res.not_run
+    saved = json.loads((run / "audit" / "privacy" / "results.json").read_text())
+    assert saved["not_run"]["canaries"] == res.not_run["canaries"]
 
 
 def test_no_private_text_leaves_in_the_audit_files(audited, canary_run):
@@ -273,7 +378,8 @@ def test_tampered_canaries_are_refused(canary_run, tmp_path):
 
 @pytest.mark.parametrize("options,match", [({"bootstrap": 0}, "bootstrap"), ({"confidence": 1.0}, "confidence"),
                                            ({"fprs": [0.0]}, "fprs"), ({"max_records": True}, "max_records"),
-                                           ({"confidence": float("nan")}, "confidence"), ({"typo": 1}, "unknown")])
+                                           ({"confidence": float("nan")}, "confidence"), ({"typo": 1}, "unknown"),
+                                           ({"extra": {"lira": {"online": True}}}, "unknown option")])
 def test_bad_audit_settings(options, match):
     with pytest.raises(PrivacyAuditError, match=match):
         PrivacyAuditSettings.from_options(options)

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from trustfl.attacks.membership import (LiRA, MembershipError, RMIA, ShadowSet, per_record_loss,
-                                        train_shadow_adapters)
+from trustfl.attacks.membership import (LiRA, MembershipError, RMIA, ShadowSet, lira_scores, lira_statistic,
+                                        per_record_loss, rmia_log_scores, train_shadow_adapters)
+from trustfl.attacks.membership.shadows import shadow_recipe
 from trustfl.config import RunConfig
 
 
@@ -74,17 +75,26 @@ def test_shadow_losses_equal_per_record_loss(shadows, pool):
 
 
 def test_lira_and_rmia_fit_from_shadows(shadows, pool):
+    """Fitted from a ShadowSet, LiRA and RMIA give the formulas applied by hand to the shadows' and the target's
+    losses (shadow 0 as the target)."""
     population, candidates = pool
     target, tok = shadows.model(0)
-    sl = shadows.losses(population)
-    s = LiRA(online=True).fit(shadow_losses=torch.cat([sl, sl]), shadow_in=torch.cat(
-        [shadows.membership(population), ~shadows.membership(population)])).score(
-        target, population, tokenizer=tok, task="classification", max_length=24)
-    assert s.shape == (80,) and torch.isfinite(s).all()
-    r = RMIA().fit(reference_losses=shadows.losses(candidates.select(range(10))), population=candidates.select(range(10, 20)),
-                   population_reference_losses=shadows.losses(candidates.select(range(10, 20)))).score(
-        target, candidates.select(range(10)), tokenizer=tok, task="classification", max_length=24)
-    assert ((0 <= r) & (r <= 1)).all()
+    kw = dict(tokenizer=tok, task="classification", max_length=24)
+    sl, inside = shadows.losses(population), shadows.membership(population)
+    s = LiRA(online=True).fit(shadow_losses=torch.cat([sl, sl]), shadow_in=torch.cat([inside, ~inside])).score(
+        target, population, **kw)
+    t = lira_statistic(per_record_loss(target, population, **kw), task="classification")
+    want = lira_scores(t, lira_statistic(torch.cat([sl, sl]), task="classification"), torch.cat([inside, ~inside]),
+                       online=True, fix_variance=True)  # fewer than 64 shadows: the paper's global variance
+    assert s.shape == (80,)
+    torch.testing.assert_close(s, want, rtol=1e-9, atol=1e-9)
+    x, z = candidates.select(range(10)), candidates.select(range(10, 20))
+    r = RMIA().fit(reference_losses=shadows.losses(x), population=z,
+                   population_reference_losses=shadows.losses(z)).score(target, x, **kw)
+    want = rmia_log_scores(-per_record_loss(target, x, **kw), -shadows.losses(x), -per_record_loss(target, z, **kw),
+                           -shadows.losses(z), gamma=1.0, offline_a=0.3)
+    torch.testing.assert_close(r, want, rtol=0, atol=0)
+    assert len(set(r.tolist())) > 1  # not a constant score
 
 
 def test_shadow_cache_survives_new_default_settings_but_not_changed_ones(tiny_bert_dir, pool, shadows, tmp_path):
@@ -138,3 +148,69 @@ def test_shadow_hostile(tiny_bert_dir, pool, tmp_path, shadows):
         train_shadow_adapters(cfg, spam_only, 1, tmp_path / "b", in_fraction=0.4)
     with pytest.raises(MembershipError, match="shadows.json"):
         ShadowSet.open(tmp_path)
+
+
+def test_shadows_use_the_local_engine_and_plant_no_canaries(tiny_bert_dir, pool, tmp_path, shadows):
+    """A target on Flower with canaries: its shadows run the same training on the local engine and plant none of
+    the canaries; shadows.json records the overrides, and a set trained with the old recipe (canaries planted)
+    is refused rather than reused."""
+    import shutil
+
+    population, _ = pool
+    cfg = _config(tiny_bert_dir, canaries__count=6, federation__engine="flower")
+    got = train_shadow_adapters(cfg, population, 1, tmp_path / "s", rounds=1)
+    assert set(got.overrides) == {"federation.engine", "canaries"}
+    head = json.loads((tmp_path / "s" / "shadows.json").read_text())
+    assert head["overrides"] == got.overrides and head["config"]["canaries"]["count"] == 0
+    assert head["config"]["federation"]["engine"] == "local" and got.config.federation.engine == "local"
+    manifest = json.loads((tmp_path / "s" / "shadow_000" / "run" / "manifest.json").read_text())
+    assert manifest["config"]["canaries"]["count"] == 0 and manifest["config"]["federation"]["engine"] == "local"
+    assert "canaries" not in (manifest.get("extra") or {})
+    assert all(r >= 0 for c in manifest["extra"]["clients"].values() for r in c["train_rows"])  # no planted row
+    assert ShadowSet.open(tmp_path / "s").overrides == got.overrides
+    # the same target without canaries on the local engine trains the same shadows as the fixture's
+    assert torch.equal(got.membership(population)[0], shadows.membership(population)[0])
+    # a set recorded before the overrides existed, with the target's canaries planted: a different recipe
+    shutil.copytree(shadows.out_dir, tmp_path / "old")
+    old = json.loads((tmp_path / "old" / "shadows.json").read_text())
+    old.pop("overrides")
+    old["config"]["canaries"]["count"] = 6
+    (tmp_path / "old" / "shadows.json").write_text(json.dumps(old))
+    with pytest.raises(MembershipError, match="canaries.count"):
+        train_shadow_adapters(cfg, population, 2, tmp_path / "old", rounds=1)
+
+
+def test_shadow_recipe_turns_secure_aggregation_into_its_plaintext_equivalent(tiny_bert_dir):
+    base = _config(tiny_bert_dir, federation__sampling="poisson", federation__save_client_updates=False,
+                   server__aggregator_options={"weighted": False}).to_dict()
+    noisy = json.loads(json.dumps(base))
+    noisy["secure_aggregation"].update(enabled=True, norm_bound=0.5, noise_multiplier=1.2, delta=1e-6)
+    RunConfig.from_dict(noisy)  # a valid target
+    recipe, why = shadow_recipe(noisy)
+    cfg = RunConfig.from_dict(recipe)
+    assert not cfg.secure_aggregation.enabled and cfg.server.pre == base["server"]["pre"]
+    c = cfg.privacy.client
+    assert (c.noise_multiplier, c.clip_norm, c.delta, c.adaptive, c.max_epsilon) == (1.2, 0.5, 1e-6, False, None)
+    assert "privacy.client" in why["secure_aggregation"]
+    bounded = json.loads(json.dumps(base))
+    bounded["secure_aggregation"].update(enabled=True, norm_bound=0.5, cosine_threshold=0.1)
+    RunConfig.from_dict(bounded)
+    recipe, why = shadow_recipe(bounded)
+    cfg = RunConfig.from_dict(recipe)
+    assert cfg.server.pre == [{"name": "norm_clip", "max_norm": 0.5}] and cfg.privacy.client is None
+    assert "cosine_threshold" in why["secure_aggregation"]
+    plain = json.loads(json.dumps(base))
+    plain["secure_aggregation"]["enabled"] = True
+    recipe, why = shadow_recipe(plain)
+    assert recipe == base and set(why) == {"secure_aggregation"}  # the secure sum is the plain sum
+    assert shadow_recipe(base) == (base, {})
+    flower = _config(tiny_bert_dir, federation__engine="flower", federation__save_client_updates=False).to_dict()
+    flower["federation"]["flower"].update(secure_aggregation="secaggplus", round_timeout=30.0)
+    RunConfig.from_dict(flower)
+    recipe, why = shadow_recipe(flower)
+    assert set(why) == {"federation.engine", "federation.flower"}
+    assert RunConfig.from_dict(recipe).federation.flower.secure_aggregation == "none"  # valid on the local engine
+    bounded["secure_aggregation"].update(over_bound="zero", cosine_threshold=None)
+    RunConfig.from_dict(bounded)
+    with pytest.raises(MembershipError, match="over_bound = 'zero'"):
+        shadow_recipe(bounded)

@@ -32,8 +32,8 @@ from trustfl.config import check
 from trustfl.seeding import generator
 from trustfl.types import ClientDataContext, RunComponent, RunContext
 
-__all__ = ["CANARY_FORMAT", "MAX_CANARIES", "CanaryComponent", "CanarySettings", "canary_records",
-           "canaries_from_config", "validate_canaries"]
+__all__ = ["CANARY_FORMAT", "MAX_CANARIES", "CanaryComponent", "CanarySettings", "canaries_from_config",
+           "canary_records", "canary_text", "validate_canaries"]
 
 CANARY_FORMAT = "trustfl-canaries/1"
 MAX_CANARIES = 100_000
@@ -82,9 +82,18 @@ class CanarySettings:
         return self.count > 0
 
 
+def canary_text(prefix: str, digits: str) -> str:
+    """The text of a canary whose secret is the digit string ``digits``: ``"<prefix> dddd dddd dddd"``.
+
+    Example:
+        >>> canary_text("my secret code is", "482109375512")
+        'my secret code is 4821 0937 5512'
+    """
+    return f"{prefix} {' '.join(digits[i:i + 4] for i in range(0, len(digits), 4))}".strip()
+
+
 def _secret(gen: torch.Generator, digits: int) -> str:
-    d = "".join(str(int(x)) for x in torch.randint(0, 10, (digits,), generator=gen))
-    return " ".join(d[i:i + 4] for i in range(0, len(d), 4))
+    return "".join(str(int(x)) for x in torch.randint(0, 10, (digits,), generator=gen))
 
 
 def canary_records(settings: CanarySettings, *, seed: int, num_clients: int,
@@ -112,7 +121,7 @@ def canary_records(settings: CanarySettings, *, seed: int, num_clients: int,
             secret = _secret(gen, settings.secret_digits)
         seen.add(secret)
         label = int(labels[int(torch.randint(0, len(labels), (1,), generator=gen))]) if labels is not None else None
-        out.append({"index": i, "text": f"{settings.prefix} {secret}".strip(), "label": label,
+        out.append({"index": i, "text": canary_text(settings.prefix, secret), "label": label,
                     "client": int(clients[int(owners[i])]), "included": bool(coins[i])})
     return out
 

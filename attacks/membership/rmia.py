@@ -44,16 +44,28 @@ def _log_prior(log_ref: torch.Tensor, offline_a: float | None) -> torch.Tensor:
         - math.log(2.0)
 
 
-def rmia_log_scores(log_target_x: torch.Tensor, log_reference_x: torch.Tensor, log_target_z: torch.Tensor,
-                    log_reference_z: torch.Tensor, *, gamma: float = 1.0, offline_a: float | None = 0.3
-                    ) -> torch.Tensor:
-    """:func:`rmia_scores` from log-probabilities (e.g. ``-loss``), computed in log space (no underflow)."""
-    ratio_x = log_target_x - _log_prior(log_reference_x, offline_a)  # [n]
-    ratio_z = log_target_z - _log_prior(log_reference_z, offline_a)  # [k]
+def rmia_log_scores(log_target_x: Any, log_reference_x: Any, log_target_z: Any, log_reference_z: Any, *,
+                    gamma: float = 1.0, offline_a: float | None = 0.3) -> torch.Tensor:
+    """:func:`rmia_scores` from log-probabilities (e.g. ``-loss``), computed in log space (no underflow).
+
+    Shapes as :func:`rmia_scores`: ``[n]``, ``[m, n]``, ``[k]``, ``[m, k]``; every value finite and ``<= 0``.
+
+    Raises:
+        MembershipError: ``gamma``/``offline_a`` out of range, shapes disagree, NaN/Inf or positive values.
+    """
+    gamma, offline_a = _check_params(gamma, offline_a)
+    lx, lz = as_vector(log_target_x, "log_target_x"), as_vector(log_target_z, "log_target_z")
+    rx, rz = as_matrix(log_reference_x, "log_reference_x"), as_matrix(log_reference_z, "log_reference_z")
+    _check_shapes(lx, rx, lz, rz, names=("log_target_x", "log_reference_x", "log_target_z", "log_reference_z"))
+    for name, t in (("log_target_x", lx), ("log_reference_x", rx), ("log_target_z", lz), ("log_reference_z", rz)):
+        if (t > 0).any():
+            raise MembershipError(f"RMIA: {name} must hold log-probabilities (<= 0); {int((t > 0).sum())} are > 0")
+    ratio_x = lx - _log_prior(rx, offline_a)  # [n]
+    ratio_z = lz - _log_prior(rz, offline_a)  # [k]
     # LR(x, z) >= gamma  <=>  log ratio_x >= log gamma + log ratio_z; count over z by sorting (O((n + k) log k))
     thresholds = torch.sort(math.log(gamma) + ratio_z).values
     counts = torch.searchsorted(thresholds, ratio_x, right=True)
-    return counts.to(torch.float64) / log_target_z.numel()
+    return counts.to(torch.float64) / lz.numel()
 
 
 def rmia_scores(target_x: Any, reference_x: Any, target_z: Any, reference_z: Any, *, gamma: float = 1.0,
@@ -69,8 +81,10 @@ def rmia_scores(target_x: Any, reference_x: Any, target_z: Any, reference_z: Any
         offline_a: the offline correction ``a`` in [0, 1]; None = online (plain mean).
 
     Raises:
-        MembershipError: shapes disagree, probabilities outside (0, 1], NaN/Inf.
+        MembershipError: ``gamma``/``offline_a`` out of range, shapes disagree, probabilities outside
+            (0, 1], NaN/Inf.
     """
+    _check_params(gamma, offline_a)
     px, pz = as_vector(target_x, "target_x"), as_vector(target_z, "target_z")
     rx, rz = as_matrix(reference_x, "reference_x"), as_matrix(reference_z, "reference_z")
     _check_shapes(px, rx, pz, rz)
@@ -80,10 +94,21 @@ def rmia_scores(target_x: Any, reference_x: Any, target_z: Any, reference_z: Any
     return rmia_log_scores(px.log(), rx.log(), pz.log(), rz.log(), gamma=gamma, offline_a=offline_a)
 
 
-def _check_shapes(px: torch.Tensor, rx: torch.Tensor, pz: torch.Tensor, rz: torch.Tensor) -> None:
+def _check_params(gamma: Any, offline_a: Any) -> tuple[float, float | None]:
+    """``(gamma, offline_a)`` checked: gamma a number > 0, offline_a in [0, 1] or None (online)."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or not gamma > 0:
+        raise MembershipError(f"RMIA: gamma={gamma!r} must be a finite number > 0 (the paper uses >= 1)")
+    if offline_a is not None and (isinstance(offline_a, bool) or not isinstance(offline_a, (int, float))
+                                  or not 0 <= offline_a <= 1):
+        raise MembershipError(f"RMIA: offline_a={offline_a!r} must be in [0, 1], or None for online references")
+    return float(gamma), (None if offline_a is None else float(offline_a))
+
+
+def _check_shapes(px: torch.Tensor, rx: torch.Tensor, pz: torch.Tensor, rz: torch.Tensor, *,
+                  names: tuple[str, str, str, str] = ("target_x", "reference_x", "target_z", "reference_z")) -> None:
     if rx.shape[1] != px.numel() or rz.shape[1] != pz.numel() or rx.shape[0] != rz.shape[0]:
-        raise MembershipError(f"RMIA: shapes disagree: target_x {tuple(px.shape)}, reference_x {tuple(rx.shape)}, "
-                              f"target_z {tuple(pz.shape)}, reference_z {tuple(rz.shape)}")
+        shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, (px, rx, pz, rz)))
+        raise MembershipError(f"RMIA: shapes disagree ({shapes}); need [n], [m, n], [k], [m, k]")
 
 
 class RMIA(MembershipAttack):
@@ -100,12 +125,7 @@ class RMIA(MembershipAttack):
     needs_reference: ClassVar[bool] = True
 
     def __init__(self, gamma: float = 1.0, offline_a: float | None = 0.3) -> None:
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
-            raise MembershipError(f"RMIA: gamma={gamma!r} must be a number > 0 (the paper uses >= 1)")
-        if offline_a is not None and (isinstance(offline_a, bool) or not isinstance(offline_a, (int, float))
-                                      or not 0 <= offline_a <= 1):
-            raise MembershipError(f"RMIA: offline_a={offline_a!r} must be in [0, 1], or None for online references")
-        self.gamma, self.offline_a = float(gamma), offline_a
+        self.gamma, self.offline_a = _check_params(gamma, offline_a)
         self._ref_x: torch.Tensor | None = None
         self._ref_z: torch.Tensor | None = None
         self._population: Any = None

@@ -3,9 +3,14 @@
 LiRA and RMIA compare the target with models trained the same way on data drawn from the same
 distribution (Shokri et al. 2017; Carlini et al. 2022, Section IV-A). Here a shadow is a LoRA
 adapter trained by :class:`trustfl.federation.Federation` with the target's config (same FM,
-adapters, partition scheme, local training, plug-in sections) on a random ``in_fraction`` of a
-pool of population records. With adapters on the top blocks only, the frozen-prefix cache makes
-a shadow cost a fraction of a full fine-tune.
+adapters, partition scheme, local training, server pipeline, DP, dedup) on a random ``in_fraction``
+of a pool of population records. What the shadows change (:func:`shadow_recipe`, recorded in
+``shadows.json`` as ``overrides``): the local engine (where the training runs, not what it computes),
+no canaries (the target's canaries are audited against references that never saw them), and
+secure aggregation as its plaintext equivalent (the secure sum is the plain sum; its norm bound and
+its in-MPC DP noise are kept as ``norm_clip`` / ``[privacy.client]`` with the same B, z and delta).
+With adapters on the top blocks only, the frozen-prefix cache makes a shadow cost a fraction of a
+full fine-tune.
 
 Membership of the target's records: give a pool disjoint from them (offline attacks: every
 candidate is OUT of every shadow), or a pool that contains the candidates (online LiRA: each
@@ -14,7 +19,7 @@ recorded as sha256 hashes (never the text) after the loop's own test/holdout spl
 
 Layout of ``out_dir``::
 
-    shadows.json                 pool hashes, config, settings (refuses a different pool/config)
+    shadows.json                 pool hashes, config, overrides, settings (refuses a different pool/config)
     shadow_000/adapter.safetensors, shadow_000/meta.json   (meta.json = done marker, written last)
     shadow_000/run/              the shadow's own run directory
 
@@ -36,7 +41,7 @@ from tqdm.auto import tqdm
 from trustfl.attacks.membership._records import as_dataset, batch_losses
 from trustfl.attacks.membership.errors import MembershipError
 
-__all__ = ["ShadowSet", "record_hash", "train_shadow_adapters"]
+__all__ = ["ShadowSet", "record_hash", "shadow_recipe", "train_shadow_adapters"]
 
 _FORMAT = "trustfl-shadows/1"
 
@@ -72,8 +77,10 @@ class ShadowSet:
     Build with :func:`train_shadow_adapters` (or ``ShadowSet.open(out_dir)`` for a finished set).
     """
 
-    def __init__(self, out_dir: Path, config: Any, shadows: list[ShadowInfo], num_labels: int | None) -> None:
+    def __init__(self, out_dir: Path, config: Any, shadows: list[ShadowInfo], num_labels: int | None,
+                 overrides: dict[str, str] | None = None) -> None:
         self.out_dir, self.config, self.shadows, self.num_labels = out_dir, config, shadows, num_labels
+        self.overrides: dict[str, str] = dict(overrides or {})  # target setting -> what the shadows use, and why
         self._side: Any = None
 
     def __len__(self) -> int:
@@ -92,7 +99,7 @@ class ShadowSet:
         shadows = [_read_meta(p) for p in sorted(out_dir.glob("shadow_*/meta.json"))]
         if not shadows:
             raise MembershipError(f"{out_dir}: no finished shadow adapters")
-        return cls(out_dir, RunConfig.from_dict(info["config"]), shadows, info["num_labels"])
+        return cls(out_dir, RunConfig.from_dict(info["config"]), shadows, info["num_labels"], info.get("overrides"))
 
     def membership(self, records: Any) -> torch.Tensor:
         """``[m, n]`` bool: did shadow i train on record j (matched by text and label)?"""
@@ -198,6 +205,58 @@ def _config_changes(old: Any, new: Any, default: Any, prefix: str = "") -> list[
     return out
 
 
+def shadow_recipe(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The config a shadow federation trains with, from the target's config dict, and what it overrides.
+
+    Returns ``(recipe, overrides)``; ``overrides`` maps each changed setting to what the shadows use and why.
+    Kept as is: model, LoRA, data recipe, partition, client optimiser, server pipeline, ``[privacy]``, dedup.
+
+    Raises:
+        MembershipError: secure aggregation with ``over_bound = "zero"`` and no DP noise (no plaintext stage
+            reproduces "leave an over-bound update out of the sum").
+    """
+    from trustfl.config import RunConfig
+
+    recipe = json.loads(json.dumps(config))
+    default = RunConfig().to_dict()
+    out: dict[str, str] = {}
+    fed = recipe["federation"]
+    if fed.get("engine", "local") != "local":
+        out["federation.engine"] = (f"{fed['engine']!r} -> 'local': the engine decides where the same training runs, "
+                                    "not what it computes")
+        fed["engine"] = "local"
+    if "flower" in fed and fed["flower"] != default["federation"]["flower"]:
+        out["federation.flower"] = "defaults: settings of the Flower engine only (SecAgg+ is a secure FedAvg sum)"
+        fed["flower"] = dict(default["federation"]["flower"])
+    canaries = recipe.get("canaries") or {}
+    if canaries.get("count", 0):
+        out["canaries"] = (f"count {canaries['count']} -> 0: shadows plant no canaries (the target's canaries are "
+                           "audited against references that never saw them)")
+        recipe["canaries"] = dict(default["canaries"])
+    sa = recipe.get("secure_aggregation") or {}
+    if sa.get("enabled"):
+        bound, z = sa.get("norm_bound"), sa.get("noise_multiplier")
+        what = "off (the secure sum is the plain FedAvg sum)"
+        if z is not None:
+            recipe.setdefault("privacy", {})["client"] = {"noise_multiplier": z, "clip_norm": bound,
+                                                          "delta": sa.get("delta", 1e-5),
+                                                          "max_epsilon": sa.get("max_epsilon")}
+            what += (f"; its client-level DP kept as [privacy.client] noise_multiplier = {z}, clip_norm = {bound} "
+                     "(the same release: clip to B, N(0, z^2 B^2) on the sum, divided by qN)")
+        elif bound is not None:
+            if sa.get("over_bound", "scale") != "scale":
+                raise MembershipError("shadows: secure_aggregation.over_bound = 'zero' (over-bound updates left out of "
+                                      "the sum) has no plaintext stage to reproduce it; audit with --shadows 0 or "
+                                      "train the target with over_bound = 'scale'")
+            recipe["server"]["pre"] = [*recipe["server"].get("pre", []), {"name": "norm_clip", "max_norm": bound}]
+            what += f"; its norm bound kept as server.pre norm_clip(max_norm = {bound})"
+        if sa.get("cosine_threshold") is not None:
+            what += "; cosine_threshold dropped (it only reveals flags, the sum is unchanged)"
+        out["secure_aggregation"] = what
+        recipe["secure_aggregation"] = dict(default["secure_aggregation"])
+    return recipe, out
+
+
 def _num_labels(ds: Any) -> int:
     from datasets import ClassLabel
 
@@ -212,8 +271,8 @@ def train_shadow_adapters(config: Any, population: Any, n: int, out_dir: str | P
     """Train (or reuse) ``n`` shadow adapters with the federated loop on random subsets of ``population``.
 
     Args:
-        config: the target's :class:`~trustfl.config.RunConfig` (shadows copy it; seed, name and data
-            are replaced per shadow; ``rounds`` overrides ``federation.rounds``).
+        config: the target's :class:`~trustfl.config.RunConfig` (shadows copy it as :func:`shadow_recipe`
+            rewrites it; seed, name and data are replaced per shadow; ``rounds`` overrides ``federation.rounds``).
         population: records (``datasets.Dataset`` or list of dicts: ``text``, ``label``, and the
             partition's ``key_column`` if it partitions by key) the shadows draw from.
         n: number of shadows (>= 1).
@@ -223,8 +282,8 @@ def train_shadow_adapters(config: Any, population: Any, n: int, out_dir: str | P
         progress: progress bar over shadows (and the loop's own bars).
 
     Raises:
-        MembershipError: bad arguments, a population missing a class or a column, or an ``out_dir``
-            holding shadows of a different pool or config.
+        MembershipError: bad arguments, a population missing a class or a column, a config
+            :func:`shadow_recipe` cannot reproduce, or an ``out_dir`` holding shadows of a different pool or recipe.
     """
     from trustfl.config import RunConfig
     from trustfl.federation import Federation
@@ -250,7 +309,7 @@ def train_shadow_adapters(config: Any, population: Any, n: int, out_dir: str | P
         raise MembershipError(f"population: column {key!r} (partition.key_column) is missing; columns: "
                               f"{pool.column_names}")
     num_labels = _num_labels(pool) if task == "classification" else None
-    base = config.to_dict()
+    base, overrides = shadow_recipe(config.to_dict())
     if rounds is not None:
         base["federation"]["rounds"] = rounds
     base["federation"]["save_client_updates"] = False
@@ -259,9 +318,11 @@ def train_shadow_adapters(config: Any, population: Any, n: int, out_dir: str | P
     out_dir = Path(out_dir)
     head = out_dir / "shadows.json"
     settings = {"format": _FORMAT, "pool_sha256": hashlib.sha256("".join(pool_hashes).encode()).hexdigest(),
-                "pool_size": len(pool), "in_fraction": in_fraction, "config": base, "num_labels": num_labels}
+                "pool_size": len(pool), "in_fraction": in_fraction, "config": base, "overrides": overrides,
+                "num_labels": num_labels}
     if head.is_file():
         old = json.loads(head.read_text())
+        old.setdefault("overrides", {})  # written before overrides were recorded: the config says what was trained
         diff = sorted(k for k in settings if k != "config" and old.get(k) != settings[k])
         changed = _config_changes(old.get("config") or {}, base, RunConfig().to_dict())
         if diff or changed:
@@ -320,4 +381,4 @@ def train_shadow_adapters(config: Any, population: Any, n: int, out_dir: str | P
         _write_json(sdir / "meta.json", {"index": i, "seed": seed, "members": members, "train_seconds": seconds,
                                          "rounds": cfg.federation.rounds, "layout_size": fed.layout.size})
     shadows = [_read_meta(out_dir / f"shadow_{i:03d}" / "meta.json") for i in range(n)]
-    return ShadowSet(out_dir, RunConfig.from_dict(base), shadows, num_labels)
+    return ShadowSet(out_dir, RunConfig.from_dict(base), shadows, num_labels, overrides)

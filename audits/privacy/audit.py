@@ -93,6 +93,7 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
             changed since the run, bad settings.
     """
     from trustfl.audits.privacy.canary import accounted_epsilon, canary_audit
+    from trustfl.audits.privacy.empirical import MIN_CANARIES
     from trustfl.audits.privacy.membership import (SHADOW_ATTACKS, ScoreCache, membership_audit, online_shadows,
                                                    population_records, shadow_reference)
     from trustfl.audits.privacy.model import RunModel, load_adapter, load_run_model
@@ -197,6 +198,10 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
     elif canaries is None:
         result.not_run["canaries"] = ("the run planted no canaries (set [canaries] count = 200 in the run's config "
                                       "to get an empirical epsilon)")
+    elif len(canaries) < MIN_CANARIES:
+        result.not_run["canaries"] = (f"the run drew {len(canaries)} canary; the one-run bound needs at least "
+                                      f"{MIN_CANARIES} (one 'in' and one 'out' guess; a useful bound needs hundreds): "
+                                      "set [canaries] count = 200 in the run's config")
     else:
         result.canaries = canary_audit(run, rm, canaries, settings, cache=cache, reference_vector=shadow)
     result.seconds = time.perf_counter() - t0

@@ -19,7 +19,7 @@ from trustfl.audits.privacy.exposure import exposure
 from trustfl.audits.privacy.membership import ScoreCache
 from trustfl.audits.privacy.settings import PrivacyAuditSettings
 
-__all__ = ["accounted_epsilon", "canary_audit"]
+__all__ = ["accounted_epsilon", "canary_audit", "candidate_texts"]
 
 
 def accounted_epsilon(manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -36,13 +36,35 @@ def accounted_epsilon(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return min(found, key=lambda f: f["epsilon"]) if found else None
 
 
-def _candidates(canaries: list[dict[str, Any]], settings_record: dict[str, Any], n: int, seed: int) -> list[str]:
-    from trustfl.attacks.membership.canaries import CanarySettings, canary_records
+def candidate_texts(canaries: list[dict[str, Any]], settings_record: dict[str, Any], n: int, seed: int) -> list[str]:
+    """Up to ``n`` distinct random texts of the canaries' format (their prefix and ``secret_digits`` random digits),
+    none of them a canary: ``min(n, 10**secret_digits - m)`` of them (the format's space minus the m canaries).
 
-    s = CanarySettings(count=n, secret_digits=int(settings_record.get("secret_digits", 12)),
-                       prefix=str(settings_record.get("prefix", "")), seed=seed)
+    Drawn directly, not as a :class:`~trustfl.attacks.membership.CanarySettings` (whose ``10**digits >= 100 m``
+    rule is about planting, not about sampling candidates).
+    """
+    import numpy as np
+
+    from trustfl.attacks.membership.canaries import canary_text
+
+    digits = int(settings_record.get("secret_digits", 12))
+    prefix = str(settings_record.get("prefix", ""))
     taken = {c["text"] for c in canaries}
-    return [r["text"] for r in canary_records(s, seed=seed, num_clients=1, labels=None) if r["text"] not in taken]
+    space = 10 ** digits
+    want = max(0, min(n, space - len(taken)))
+    rng = np.random.default_rng(seed)
+    if space <= 10**7:  # small space: without replacement, so the cap is reached exactly
+        drawn = rng.choice(space, size=min(space, want + len(taken)), replace=False)
+        return [t for t in (canary_text(prefix, str(int(x)).zfill(digits)) for x in drawn) if t not in taken][:want]
+    out: list[str] = []
+    seen = set(taken)
+    while len(out) < want:  # a huge space: collisions are rare, rejected all the same
+        for row in rng.integers(0, 10, size=(want - len(out), digits)):
+            text = canary_text(prefix, "".join(map(str, row)))
+            if text not in seen:
+                seen.add(text)
+                out.append(text)
+    return out
 
 
 def canary_audit(run: Any, rm: Any, canaries: list[dict[str, Any]], settings: PrivacyAuditSettings, *,
@@ -59,12 +81,13 @@ def canary_audit(run: Any, rm: Any, canaries: list[dict[str, Any]], settings: Pr
     ref = reference_vector
     key = ScoreCache.key(target=hashlib.sha256(rm.vector.numpy().tobytes()).hexdigest(), canaries=info.get("sha256"),
                          ref=hashlib.sha256(ref.numpy().tobytes()).hexdigest() if ref is not None else None,
-                         candidates=settings.candidates, seed=settings.seed, max_length=rm.max_length)
+                         candidates=settings.candidates, draw="candidate_texts/1", seed=settings.seed,
+                         max_length=rm.max_length)
     hit = cache.get("canaries", key) if settings.cache else None
     if hit is None:
         target = per_record_loss(rm.use(rm.vector), records, **kw)
         reference = per_record_loss(rm.use(ref), records, **kw) if ref is not None else None
-        cand_texts = _candidates(canaries, info.get("settings") or {}, settings.candidates, settings.seed + 7919)
+        cand_texts = candidate_texts(canaries, info.get("settings") or {}, settings.candidates, settings.seed + 7919)
         labels = sorted({int(c["label"]) for c in canaries}) if cls else [None]
         cand: dict[str, list[float]] = {}
         model = rm.use(rm.vector)
@@ -80,6 +103,8 @@ def canary_audit(run: Any, rm: Any, canaries: list[dict[str, Any]], settings: Pr
     acc = accounted_epsilon(run.manifest)
     delta = float(acc["delta"]) if acc and acc.get("delta") is not None else 1e-5
     bound = canary_epsilon(scores, included, delta=delta, confidence=settings.confidence, seed=settings.seed)
+    n_cand = len(next(iter(hit["candidates"].values())))
+    digits = int((info.get("settings") or {}).get("secret_digits", 12))
     exp = np.array([exposure([target[i]], hit["candidates"][str(int(c["label"])) if cls else "None"])[0]
                     for i, c in enumerate(canaries)])
     out: dict[str, Any] = {
@@ -88,7 +113,11 @@ def canary_audit(run: Any, rm: Any, canaries: list[dict[str, Any]], settings: Pr
                   else "-loss_target"),
         "delta_source": "the accountant's delta" if acc else "no DP recorded: delta = 1e-5 assumed",
         "accounted": acc,
-        "exposure": {"candidates": settings.candidates, "max_bits": float(np.log2(settings.candidates + 1)),
+        "exposure": {"candidates": n_cand, "candidates_requested": settings.candidates,
+                     "candidates_capped": (f"{n_cand} < {settings.candidates}: a {digits}-digit secret has only "
+                                           f"10^{digits} values, {len(canaries)} of them canaries")
+                     if n_cand < settings.candidates else None,
+                     "max_bits": float(np.log2(n_cand + 1)),
                      "mean_included": float(exp[included].mean()) if included.any() else None,
                      "mean_excluded": float(exp[~included].mean()) if (~included).any() else None,
                      "max_included": float(exp[included].max()) if included.any() else None,

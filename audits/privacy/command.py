@@ -24,8 +24,9 @@ def add_arguments(audit: argparse.ArgumentParser) -> None:
     g.add_argument("--confidence", type=float, default=None, help="level of the CIs and of the empirical epsilon")
     g.add_argument("--candidates", type=int, default=None, help="random candidate secrets for canary exposure")
     g.add_argument("--shadows", type=int, default=None,
-                   help="shadow adapters (federated runs of the run's config on population data) for LiRA and RMIA "
-                        "(default 2; 0 skips those attacks)")
+                   help="shadow federations for LiRA and RMIA: the run's recipe on random parts of a pool of the "
+                        "audited members, non-members and population records, so each audited record is IN some "
+                        "shadows and OUT of others (default 2; 0 skips those attacks)")
     g.add_argument("--population", type=int, default=None, help="population records RMIA compares with (default 300)")
     g.add_argument("--no-membership", action="store_true", help="skip membership inference")
     g.add_argument("--no-canaries", action="store_true", help="skip the canary audit (empirical epsilon)")

@@ -29,8 +29,11 @@ import numpy as np
 
 from trustfl.errors import TrustFLError
 
-__all__ = ["CanaryBound", "EmpiricalEpsilonError", "canary_epsilon", "canary_guesses", "empirical_epsilon",
-           "p_value"]
+__all__ = ["CanaryBound", "EmpiricalEpsilonError", "MIN_CANARIES", "canary_epsilon", "canary_guesses",
+           "empirical_epsilon", "p_value"]
+
+MIN_CANARIES = 2
+"""Fewest canaries :func:`canary_epsilon`'s default guesses work with (one "in" and one "out")."""
 
 
 class EmpiricalEpsilonError(TrustFLError, ValueError):
@@ -202,6 +205,9 @@ def canary_epsilon(scores: Any, included: Any, *, delta: float = 0.0, confidence
     confidence = _check_confidence(confidence)
     delta = _check_delta(delta)
     if ks is None:
+        if m < MIN_CANARIES:
+            raise EmpiricalEpsilonError(f"scores: {m} canary; the default guesses need at least {MIN_CANARIES} (one "
+                                        "'in' and one 'out'); give more canaries or ks=[(k_plus, k_minus)]")
         ks = sorted({(k, k) for k in (max(1, round(f * m / 2)) for f in (0.1, 0.2, 0.5, 1.0)) if 2 * k <= m})
     ks = [(int(a), int(b)) for a, b in ks]
     if not ks:

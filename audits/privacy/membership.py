@@ -4,7 +4,8 @@ their ROC AUC and TPR at low FPR with bootstrap CIs (:func:`trustfl.attacks.memb
 Attacks are found by name among the :class:`~trustfl.attacks.membership.MembershipAttack` subclasses that
 ``trustfl.attacks.membership`` exports. Reference-calibrated attacks get a **shadow adapter**: the run's own
 training recipe (same FM, adapters, optimiser, epochs x rounds) applied to population records that the run
-never used (source rows outside every client's data and outside the test split, else the test split), so
+never used (source rows outside every client's data as partitioned, before dedup, and outside the test split,
+else the test split; no text equal to a used row's), so
 the reference knows the data distribution but none of the audited records (Carlini et al. 2021, 2022;
 Watson et al. 2022). Scores and shadow adapters are cached in ``RUN_DIR/audit/privacy/cache`` (resumable;
 keys include the run's adapter hash and the records' fingerprint, so a changed input never hits the cache).
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from trustfl.audits.privacy.settings import PrivacyAuditError, PrivacyAuditSettings
 
 __all__ = ["AttackOutcome", "SHADOW_ATTACKS", "ScoreCache", "available_attacks", "membership_audit", "online_shadows",
-           "shadow_reference"]
+           "population_records", "shadow_reference", "used_rows"]
 
 # attacks calibrated by shadow federations (``--shadows N``): each record against shadows trained with / without it
 SHADOW_ATTACKS = ("lira", "lira_online", "rmia")
@@ -113,23 +114,40 @@ class AttackOutcome:
 
 
 # ---------------------------------------------------------------------------------------------------- shadow
+def used_rows(run: Any, cfg: Any) -> tuple[set[int], set[int]]:
+    """``(used, test)`` source row ids: ``used`` = every client's training records and holdout as partitioned,
+    BEFORE the client-side data steps (dedup drops near-copies of kept training records: they are no population
+    data), plus the manifest's recorded rows; ``test`` = the test split."""
+    from trustfl.federation.clients import split_data
+
+    data = split_data(cfg)
+    used: set[int] = set()
+    for train, holdout in data.splits.values():
+        used.update(int(r) for r in train["row_id"][:])
+        used.update(int(r) for r in holdout["row_id"][:])
+    extra = run.manifest.get("extra") or {}
+    for info in (extra.get("clients") or {}).values():
+        used.update(int(r) for r in info.get("train_rows", []) + info.get("holdout_rows", []) if int(r) >= 0)
+    test = {int(r) for r in data.test["row_id"][:]} | {int(r) for r in extra.get("test_rows") or []}
+    return used, test - used
+
+
 def population_records(run: Any, cfg: Any, *, exclude_texts: set[str], n: int, seed: int) -> Any:
-    """Records the run never trained on nor held out: source rows outside every client's data (else the test rows),
-    without any text of ``exclude_texts``; a seeded sample of at most ``n``."""
+    """Records the run never trained on nor held out: source rows outside every client's data as partitioned
+    (before dedup) and outside the test split (else the test rows), without any text of ``exclude_texts`` or of a
+    used row (the corpus repeats texts); a seeded sample of at most ``n``."""
     import numpy as np
 
     from trustfl.data import load_dataset_source
 
-    extra = run.manifest.get("extra") or {}
-    used: set[int] = set()
-    for info in (extra.get("clients") or {}).values():
-        used.update(int(r) for r in info.get("train_rows", []) + info.get("holdout_rows", []))
-    test_rows = [int(r) for r in extra.get("test_rows") or []]
+    used, test = used_rows(run, cfg)
     ds = load_dataset_source(cfg.data.name, text_column=cfg.data.text_column, label_column=cfg.data.label_column)
-    pool = [i for i in range(len(ds)) if i not in used and i not in set(test_rows)]
+    texts = ds["text"][:]
+    taken = set(exclude_texts) | {texts[i] for i in used if 0 <= i < len(texts)}
+    pool = [i for i in range(len(texts)) if i not in used and i not in test]
     if len(pool) < 10:
-        pool = test_rows  # the run used the whole source: the test split is the only population data
-    keep = [i for i in pool if ds[i]["text"] not in exclude_texts]
+        pool = sorted(test)  # the run used the whole source: the test split is the only population data
+    keep = [i for i in pool if texts[i] not in taken]
     if not keep:
         raise PrivacyAuditError(f"{run.path}: no population records left to train a shadow adapter on")
     rng = np.random.default_rng(seed)
@@ -140,15 +158,17 @@ def population_records(run: Any, cfg: Any, *, exclude_texts: set[str], n: int, s
 def shadow_reference(run: Any, rm: Any, cfg: Any, population: Any, *, cache: ScoreCache, seed: int = 0,
                      progress: bool = False) -> torch.Tensor:
     """A shadow adapter: the run's recipe (rounds x local epochs from the run's initial adapter) on ``population``,
-    as one client. Cached by the run's initial adapter, the recipe and the population's fingerprint."""
+    as one client. Cached by the run's initial adapter, the whole config but its ``name`` (model, LoRA, client
+    optimiser, ``server.server_lr``, rounds, ...) and the population's fingerprint."""
     from trustfl.data import fingerprint_dataset
     from trustfl.federation.clients import tokenize_examples
     from trustfl.federation.setup import build_model_side
 
     cols = ["text", "label"] if cfg.model.task == "classification" else ["text"]
-    key = cache.key(initial=hashlib.sha256(rm.initial.numpy().tobytes()).hexdigest(), client=cfg.client.__dict__,
-                    rounds=cfg.federation.rounds, lora=str(cfg.lora), data=fingerprint_dataset(population, cols),
-                    seed=seed)
+    recipe = {k: v for k, v in cfg.to_dict().items() if k != "name"}
+    key = cache.key(initial=hashlib.sha256(rm.initial.numpy().tobytes()).hexdigest(),
+                    config=hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest(),
+                    data=fingerprint_dataset(population, cols), seed=seed)
     hit = cache.tensor("shadow", key)
     if hit is not None and hit.numel() == rm.vector.numel():
         return hit
@@ -180,7 +200,9 @@ def online_shadows(run: Any, cfg: Any, data: Any, settings: PrivacyAuditSettings
                    ) -> tuple[Any, Any, dict[str, Any]]:
     """Shadow federations for LiRA and RMIA: ``(ShadowSet, population z, info)``.
 
-    Each shadow is the run's recipe (FM, adapters, clients, optimiser, rounds x local epochs, plug-in sections)
+    Each shadow is the run's recipe (FM, adapters, clients, optimiser, rounds x local epochs, server pipeline, DP,
+    dedup; on the local engine, without canaries, secure aggregation as its plaintext equivalent:
+    :func:`~trustfl.attacks.membership.shadows.shadow_recipe`, listed in ``info["overrides"]``)
     trained by the federated loop on a random part of a pool holding the audited records (members and
     non-members), the RMIA population z and, if the pool is too small, more population rows. So every record is
     IN some shadows and OUT of others: online LiRA compares both Gaussians, offline LiRA uses the OUT ones only,
@@ -218,6 +240,7 @@ def online_shadows(run: Any, cfg: Any, data: Any, settings: PrivacyAuditSettings
                            "in_fraction": round(in_fraction, 4), "target_trained_records": trained,
                            "mode": "online: the pool holds the audited records (each IN some shadows), "
                                    "shadow holdout_fraction = 0",
+                           "overrides": shadow_set.overrides,
                            "train_seconds": [round(sh.train_seconds, 1) for sh in shadow_set.shadows]}
 
 
@@ -266,8 +289,10 @@ def membership_audit(rm: Any, data: Any, settings: PrivacyAuditSettings, *, cach
     against ``rm`` (a :class:`~trustfl.audits.privacy.model.RunModel`).
 
     ``reference_vector``: the shadow adapter for reference-calibrated attacks (none: they are skipped, with why).
-    ``shadow_set``: a :class:`~trustfl.attacks.membership.ShadowSet` for LiRA (offline: every audited record is
-    OUT of every shadow) and RMIA, which also compares with ``population`` records (non-members of everything).
+    ``shadow_set``: a :class:`~trustfl.attacks.membership.ShadowSet` from :func:`online_shadows`, whose pool holds
+    the audited members and non-members: each audited record is IN some shadows and OUT of the others. ``lira``
+    (offline) uses only the shadows OUT of each record, ``lira_online`` both sides, ``rmia`` all of them as
+    references (online RMIA) and also compares with ``population`` records (non-members of the target).
     """
     from trustfl.attacks.membership import membership_metrics, per_record_loss
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from trustfl.audits.report.settings import AuditError
@@ -28,9 +28,12 @@ class PrivacyAuditSettings:
         fprs: target false-positive rates of the TPR (each in (0, 1)).
         bootstrap: bootstrap resamples of the CIs, >= 1.
         confidence: level of the CIs and of the empirical ε, in (0, 1).
-        candidates: random candidate secrets for the canaries' exposure (Carlini et al. 2019), >= 1.
-        shadows: shadow adapters for LiRA and RMIA, trained by the federated loop with the run's config on
-            population records (``trustfl.attacks.membership.train_shadow_adapters``); 0: those attacks are skipped.
+        candidates: random candidate secrets for the canaries' exposure (Carlini et al. 2019), >= 1; at most
+            10^secret_digits - m are drawn (distinct, none a canary; the cap is recorded).
+        shadows: shadow federations for LiRA and RMIA (``trustfl.attacks.membership.train_shadow_adapters``): the
+            run's recipe trained by the federated loop on a random part of a pool holding the audited members and
+            non-members plus population records, so each audited record is IN some of them (a share ``in_fraction``
+            <= 1/2) and OUT of the rest (the online setting); 0: those attacks are skipped.
         population: population records (non-members of everything) RMIA compares with, >= 1.
         update_rounds: the server's attack (``gradient_alignment``) uses each client's last this many stored
             updates, >= 1.
@@ -59,7 +62,6 @@ class PrivacyAuditSettings:
     canaries: bool = True
     progress: bool = False
     cache: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)  # per-attack fit options, {"lira": {...}}
 
     def __post_init__(self) -> None:
         if isinstance(self.attacks, str):
