@@ -40,6 +40,14 @@ def _config(methods=METHODS, num_clients=3, **dedup):
 
 
 @pytest.fixture(scope="module")
+def key_file(tmp_path_factory):
+    """The nodes' shared dedup key file (a deployment refuses to run dedup without one)."""
+    path = tmp_path_factory.mktemp("dedup-key") / "dedup.key"
+    DedupKey.generate().save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
 def planted():
     """sms_spam texts over 3 clients with planted exact/typo/word-swap copies within and across clients."""
     from trustfl.data import load_dataset_source
@@ -288,14 +296,20 @@ def test_key_mismatch_and_empty_input_are_clear_errors(planted):
     step.check_encoded(2, enc[2])  # well-formed...
     with pytest.raises(DedupError, match="different dedup keys"):
         step.plan(enc)  # ...but under another key: dedup cannot be completed
+    checked = DedupComponent(_config())  # the server checks each node's key id against the first valid one's
+    checked.check_encoded(0, enc[0])
+    checked.check_encoded(1, enc[1])
+    with pytest.raises(PayloadError, match="key id .* client 0's .*same dedup.key_file") as err:
+        checked.check_encoded(2, enc[2])  # a PayloadError: that node is left out, the step goes on
+    assert "\n" not in str(err.value)
     with pytest.raises(DedupError, match="no client"):
         step.plan({})
     with pytest.raises(DedupError, match="decide"):
         DedupComponent(_config()).decide({})
 
 
-def test_resume_state_round_trip(planted):
-    step = DedupComponent(_config())
+def test_resume_state_round_trip(planted, key_file):
+    step = DedupComponent(_config(key_file=key_file))
     step.defer_to_nodes()
     assert step.prepare_clients(type("D", (), {"splits": {0: ([1], None)}})()) == {0: ([1], None)}
     assert step.state_dict() == {} and step.manifest() == {} and step.manifest_update() == {}
@@ -304,7 +318,7 @@ def test_resume_state_round_trip(planted):
     step.result = ref.result
     step.record_decision(ref.decisions, excluded={3: "encode: crashed"}, facts={"engine": "flower"})
     state = json.loads(json.dumps(step.state_dict()))
-    again = DedupComponent(_config())
+    again = DedupComponent(_config(key_file=key_file))
     again.defer_to_nodes()
     again.load_state_dict(state)
     assert again.excluded == {3: "encode: crashed"} and again.summary == step.summary
@@ -321,48 +335,7 @@ def test_resume_state_round_trip(planted):
 # ---------------------------------------------------------------------- over Flower messages
 flwr = pytest.importorskip("flwr")
 
-
-class InProcessGrid:
-    """Flower's Grid interface delivering real Messages to the real ClientApp handlers in this process,
-    one node per client with its own node config (the transport only; see the module docstring).
-    ``tamper[node](message, reply, phase) -> reply`` lets a test make a node lie; ``crash[node] = phase``
-    makes it fail."""
-
-    def __init__(self, node_configs):
-        from flwr.supercore.task_identity import TaskIdentity
-
-        TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-        self.node_configs = {100 + i: cfg for i, cfg in enumerate(node_configs)}
-        self.tamper, self.crash, self.sent = {}, {}, []
-
-    def get_node_ids(self):
-        return list(self.node_configs)
-
-    def send_and_receive(self, messages, timeout=None):
-        import flwr.app as app
-
-        from trustfl.federation.flower.client_app import handle_query
-
-        replies = []
-        for m in messages:
-            node = m.metadata.dst_node_id
-            self.sent.append((node, m.metadata.message_type, m))
-            ctx = app.Context(run_id=1, node_id=node, node_config=self.node_configs[node], state=app.RecordDict(),
-                              run_config={})
-            phase = m.content.config_records["step"]["phase"] if "step" in m.content.config_records else "hello"
-            if self.crash.get(node) == phase:
-                replies.append(app.Message(app.Error(code=1, reason=f"node {node} fell over"), reply_to=m))
-                continue
-            if self.crash.get(node) == f"silent-{phase}":
-                continue
-            try:
-                reply = handle_query(m, ctx)
-            except Exception as exc:  # as Flower does: an exception becomes an error reply
-                reply = app.Message(app.Error(code=2, reason=repr(exc)), reply_to=m)
-            if node in self.tamper and phase != "hello":
-                reply = self.tamper[node](m, reply, phase)
-            replies.append(reply)
-        return replies
+from flower_nodes import InProcessGrid  # noqa: E402  (after the importorskip)
 
 
 def _node_files(tmp_path, texts):
@@ -385,8 +358,8 @@ def _drive(config, grid):
     return engine, step
 
 
-def test_over_flower_messages_same_decisions_as_deduplicate(planted, tmp_path):
-    config = _config()
+def test_over_flower_messages_same_decisions_as_deduplicate(planted, tmp_path, key_file):
+    config = _config(key_file=key_file)
     grid = InProcessGrid(_node_files(tmp_path, planted))
     engine, step = _drive(config, grid)
     ref = _reference(planted, config)
@@ -408,8 +381,8 @@ def test_over_flower_messages_same_decisions_as_deduplicate(planted, tmp_path):
     assert step.apply(1, planted[1], got) == [t for t, k in zip(planted[1], ref.keep[1]) if k]
 
 
-def test_a_node_that_crashes_or_lies_is_left_out_and_the_plan_redone(planted, tmp_path):
-    config = _config()
+def test_a_node_that_crashes_or_lies_is_left_out_and_the_plan_redone(planted, tmp_path, key_file):
+    config = _config(key_file=key_file)
     grid = InProcessGrid(_node_files(tmp_path, planted))
     grid.crash[100] = "confirm"  # client 0 crashes while confirming: it held the kept copy of cross-client clusters
 
@@ -442,10 +415,10 @@ def test_a_node_that_crashes_or_lies_is_left_out_and_the_plan_redone(planted, tm
     assert set(engine.dropped) == {0, 2} and "data step 'dedup'" in engine.dropped[2]
 
 
-def test_too_few_nodes_is_one_clear_error(planted, tmp_path):
+def test_too_few_nodes_is_one_clear_error(planted, tmp_path, key_file):
     from trustfl.federation.flower.engine import EngineError
 
-    config = RunConfig.from_dict({**_config().to_dict(), "federation": {
+    config = RunConfig.from_dict({**_config(key_file=key_file).to_dict(), "federation": {
         "engine": "flower", "flower": {"min_clients": 3, "round_timeout": 30.0, "connect_timeout": 1.0}}})
     grid = InProcessGrid(_node_files(tmp_path, planted))
     grid.crash[101] = "silent-encode"  # client 1 never answers
@@ -478,8 +451,8 @@ def test_garbage_records_are_refused_by_the_codec():
             pytest.fail(why)
 
 
-def test_resumed_server_sends_stored_decisions_without_asking(planted, tmp_path):
-    config = _config()
+def test_resumed_server_sends_stored_decisions_without_asking(planted, tmp_path, key_file):
+    config = _config(key_file=key_file)
     grid = InProcessGrid(_node_files(tmp_path, planted))
     _, first = _drive(config, grid)
     state = json.loads(json.dumps(first.state_dict()))
@@ -499,13 +472,13 @@ def test_resumed_server_sends_stored_decisions_without_asking(planted, tmp_path)
     assert step.manifest_update() == {"dedup": first.summary}
 
 
-def test_node_refuses_steps_it_cannot_run(planted, tmp_path):
+def test_node_refuses_steps_it_cannot_run(planted, tmp_path, key_file):
     import flwr.app as app
 
     from trustfl.federation.flower.data_step import handle_step, payload_to_records
 
     nodes = _node_files(tmp_path, planted)
-    cfg = json.dumps(_config().to_dict())
+    cfg = json.dumps(_config(key_file=key_file).to_dict())
     ask = lambda **f: app.RecordDict(payload_to_records(Payload(meta={}), "step", **f))  # noqa: E731
     with pytest.raises(PayloadError, match="phase"):
         handle_step(ask(phase="train", component="dedup", client_id=0, config=cfg), nodes[0])
@@ -517,3 +490,52 @@ def test_node_refuses_steps_it_cannot_run(planted, tmp_path):
     arrays = reply.array_records["step.reply.arrays"]
     assert sorted(arrays.keys()) == ["exact", "minhash"]  # codes only
     assert all(arrays[k].dtype in ("uint8", "uint32") for k in arrays.keys())
+
+
+def test_a_deployment_refuses_dedup_without_a_shared_key_file(planted, tmp_path, key_file):
+    """Without dedup.key_file the key derives from the run seed the server holds: refused on the server and
+    on each node; a node whose key file is missing refuses instead of making its own key."""
+    import flwr.app as app
+
+    from trustfl.errors import ConfigError
+    from trustfl.federation.flower.data_step import handle_step, payload_to_records
+    from trustfl.text import TextError
+
+    with pytest.raises(ConfigError, match=r"^dedup.key_file: a deployment .* the server knows") as err:
+        DedupComponent(_config()).defer_to_nodes()  # what the ServerApp calls before round 1
+    assert "\n" not in str(err.value)
+    nodes = _node_files(tmp_path, planted)
+    ask = lambda cfg: app.RecordDict(payload_to_records(Payload(meta={}), "step", phase="encode",  # noqa: E731
+                                                        component="dedup", client_id=0,
+                                                        config=json.dumps(cfg.to_dict())))
+    with pytest.raises(ConfigError, match="dedup.key_file"):  # a server that sends no key file: the node refuses
+        handle_step(ask(_config()), nodes[0])
+    missing = tmp_path / "no-such.key"
+    with pytest.raises(TextError, match="does not exist"):
+        handle_step(ask(_config(key_file=str(missing))), nodes[0])
+    assert not missing.exists()  # no key of its own, which would match no other node's codes
+    local = DedupComponent(_config())  # the local engine (and a simulation) keep the seed-derived key
+    assert local.key == key_for_run(None, 7)
+
+
+def test_a_node_under_another_key_is_left_out(planted, tmp_path, key_file):
+    config = _config(key_file=key_file)
+    grid = InProcessGrid(_node_files(tmp_path, planted))
+    stranger = DedupComponent(_config())
+    stranger._key = DedupKey.from_passphrase("a key of its own")
+
+    def own_key(message, reply, phase):  # client 2's node made its codes under another key
+        from trustfl.federation.flower.data_step import payload_to_records
+
+        if phase != "encode":
+            return reply
+        return flwr.app.Message(flwr.app.RecordDict(payload_to_records(stranger.encode(2, planted[2]), "step.reply",
+                                                                       client_id=2, phase="encode")),
+                                reply_to=message)
+
+    grid.tamper[102] = own_key
+    engine, step = _drive(config, grid)  # no DedupError: the step goes on without that node
+    left = step.summary["nodes"]["left_out"]
+    assert list(left) == ["2"] and left["2"].startswith("encode: invalid reply") and "key id" in left["2"]
+    ref = _reference({0: planted[0], 1: planted[1]}, config)
+    assert step.result.clusters == ref.clusters and sorted(engine.decisions) == [0, 1]

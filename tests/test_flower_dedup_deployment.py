@@ -11,20 +11,18 @@ each node must have trained on exactly its kept records.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from trustfl.rundir import RunDir
 
+from flower_nodes import APP, node_configs, write_node_files
+
 pytest.importorskip("flwr")
 pytest.importorskip("psutil")
 
-REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "examples" / "flower_app"
 
 CONFIG = """
 name = "deploy-dedup"
@@ -55,14 +53,12 @@ min_clients = 3
 [dedup]
 enabled = true
 methods = ["exact", "lexical"]
+key_file = "{key_file}"
 """
 
 
 def _write_node_files(config, out):
-    spec = importlib.util.spec_from_file_location("make_node_data", APP / "make_node_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    files = module.write_node_files(config, out)
+    files = write_node_files(config, out)
     rows = [[json.loads(line) for line in f.read_text().splitlines()] for f in files]
     train = [[r["text"] for r in rs if not r["holdout"]] for rs in rows]
     planted = {  # cross-node exact (case/punctuation), cross-node typo, within-node exact
@@ -80,15 +76,17 @@ def test_loopback_deployment_dedup_matches_the_local_engine(tiny_bert_dir, tmp_p
     from datasets import Dataset
 
     from trustfl.config import load_config
-    from trustfl.defenses.dedup import deduplicate, key_for_run
+    from trustfl.defenses.dedup import DedupKey, deduplicate, key_for_run
     from trustfl.defenses.dedup.wiring import DedupComponent
     from trustfl.federation.clients import prepare_clients
     from trustfl.federation.flower.loopback import LoopbackDeployment
 
+    key_file = tmp_path / "dedup.key"  # the nodes' shared key: a deployment refuses dedup without one
+    DedupKey.generate().save(key_file)
     config_path = tmp_path / "federation.toml"
-    config_path.write_text(CONFIG.format(model=tiny_bert_dir))
+    config_path.write_text(CONFIG.format(model=tiny_bert_dir, key_file=key_file))
     files, train = _write_node_files(config_path, tmp_path / "nodes")
-    nodes = [{"client-id": i, "data-file": str(f), "torch-threads": 1} for i, f in enumerate(files)]
+    nodes = node_configs(files)
     out = tmp_path / "run"
     with LoopbackDeployment(tmp_path / "flwr", nodes) as deployment:
         deployment.run(APP, {"config": str(config_path), "out-dir": str(out)}, timeout=300)
@@ -102,7 +100,7 @@ def test_loopback_deployment_dedup_matches_the_local_engine(tiny_bert_dir, tmp_p
     local = DedupComponent(config)
     kept = prepare_clients({c: (Dataset.from_dict({"text": t}), None) for c, t in train.items()}, [local],
                            seed=config.seed)
-    ref = deduplicate(train, key_for_run(None, config.seed), config.dedup)
+    ref = deduplicate(train, key_for_run(str(key_file), config.seed), config.dedup)
     assert info["cluster_ids"] == local.summary["cluster_ids"] == [[[c, i] for c, i in cl] for cl in ref.clusters]
     assert info["dropped_indices"] == local.summary["dropped_indices"]
     assert info["dropped_indices"] == {str(c): np.flatnonzero(~m).tolist() for c, m in ref.keep.items()}

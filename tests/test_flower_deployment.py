@@ -10,19 +10,16 @@ stopped (the deployment's context manager), and the whole test is bounded by the
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from trustfl.rundir import RunDir
 
+from flower_nodes import APP, node_configs, write_node_files
+
 pytest.importorskip("flwr")
 pytest.importorskip("psutil")
 
-REPO = Path(__file__).resolve().parents[1]
-APP = REPO / "examples" / "flower_app"
 
 CONFIG = """
 name = "deploy"
@@ -54,23 +51,16 @@ min_clients = 2
 """
 
 
-def _node_data():
-    spec = importlib.util.spec_from_file_location("make_node_data", APP / "make_node_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.integration
 def test_loopback_deployment_survives_a_crashed_client(tiny_bert_dir, tmp_path):
     from trustfl.federation.flower.loopback import LoopbackDeployment
 
     config = tmp_path / "federation.toml"
     config.write_text(CONFIG.format(model=tiny_bert_dir))
-    files = _node_data().write_node_files(config, tmp_path / "nodes")
+    files = write_node_files(config, tmp_path / "nodes")
     assert [f.name for f in files] == [f"client_{i}.jsonl" for i in range(3)]
     files[2].write_text("{this is not json\n")  # client 2's ClientApp crashes when it loads its data
-    nodes = [{"client-id": i, "data-file": str(f), "torch-threads": 1} for i, f in enumerate(files)]
+    nodes = node_configs(files)
     out = tmp_path / "run"
     with LoopbackDeployment(tmp_path / "flwr", nodes) as deployment:
         deployment.run(APP, {"config": str(config), "out-dir": str(out)}, timeout=420)  # ~4 min at load 13

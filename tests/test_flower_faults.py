@@ -24,7 +24,6 @@ the run directory holds no individual update.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -35,10 +34,11 @@ import torch
 
 from trustfl.rundir import RunDir
 
+from flower_nodes import node_config, node_configs, write_node_files
+
 pytest.importorskip("flwr")
 pytest.importorskip("psutil")
 
-REPO = Path(__file__).resolve().parents[1]
 # round_timeout: honest clients (a fresh ClientApp process per message: torch, the model, the data) must finish
 # well within it also on a loaded machine; the slow client sleeps 5 s longer
 # (12 s per unit of load average, at least 90 s: about 110 s of honest training per round were measured at load 15)
@@ -165,13 +165,6 @@ def _write_app(folder: Path, config_text: str) -> Path:
     return folder
 
 
-def _node_files(config: Path, out: Path) -> list[Path]:
-    spec = importlib.util.spec_from_file_location("make_node_data", REPO / "examples/flower_app/make_node_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_node_files(config, out)
-
-
 def _plain_mean(config_path: Path, files: list[Path], round: int, clients: list[int],
                 global_vector: torch.Tensor) -> torch.Tensor:
     """Unweighted FedAvg of ``clients`` trained in this process (each from its own node file) from ``global_vector``."""
@@ -182,7 +175,7 @@ def _plain_mean(config_path: Path, files: list[Path], round: int, clients: list[
     text = json.dumps(load_config(config_path, {"federation.engine": "flower"}).to_dict(), sort_keys=True)
     deltas = []
     for cid in clients:
-        node = node_clients(text, {"client-id": cid, "data-file": str(files[cid]), "torch-threads": 1}, 2)
+        node = node_clients(text, node_config(cid, files[cid]), 2)
         result, _ = node.train(TrainTask(round=round, client_id=cid, config_json=text, num_labels=2,
                                          global_vector=global_vector.clone(), privacy_state=None))
         deltas.append(result.delta.double())
@@ -215,8 +208,8 @@ def deployment(tiny_bert_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("faults")
     config = base / "federation.toml"
     config.write_text(_config_text(tiny_bert_dir))
-    files = _node_files(config, base / "nodes")
-    nodes = [{"client-id": i, "data-file": str(f), "torch-threads": 1} for i, f in enumerate(files)]
+    files = write_node_files(config, base / "nodes")
+    nodes = node_configs(files)
     with LoopbackDeployment(base / "flwr", nodes) as running:
         running.files = files
         yield running

@@ -48,8 +48,6 @@ def _config(model_dir: str, *, engine: str = "flower", flower: dict | None = Non
     ({"server": {"aggregator": "median", "aggregator_options": {}}}, "needs individual updates"),
     ({"server": {"pre": [{"name": "norm_clip", "max_norm": 1.0}]}}, "needs individual updates"),
     ({"federation": {"save_client_updates": True}}, "save_client_updates must be false"),
-    ({"privacy": {"client": {"noise_multiplier": 1.0, "clip_norm": 0.1, "delta": 1e-5}},
-      "federation": {"sampling": "poisson", "clients_per_round": 3}}, "needs individual updates"),
 ])
 def test_secaggplus_refuses_what_needs_individual_updates(tiny_bert_dir, tmp_path, sections, match):
     fed_section = {"rounds": 2, "engine": "flower", "save_client_updates": False,
@@ -100,6 +98,22 @@ def test_secaggplus_needs_the_flower_engine_and_two_clients(tiny_bert_dir):
     again = RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))  # as the nodes receive it
     assert again.federation.flower == cfg.federation.flower
     assert isinstance(again.federation.flower.num_shares, int)
+
+
+@pytest.mark.parametrize("sections", [
+    {"federation": {"sampling": "poisson", "clients_per_round": 3}},
+    {"privacy": {"client": {"noise_multiplier": 1.0, "clip_norm": 0.1, "delta": 1e-5}},  # client-level DP needs it
+     "federation": {"sampling": "poisson", "clients_per_round": 3}},
+])
+def test_secaggplus_refuses_poisson_sampling_at_load(tiny_bert_dir, sections):
+    """A Poisson round may hold 1 client (SecAgg+ cannot run) or more than clients_per_round (past the checked
+    modulus), and a resumed run redraws the same round: refused at load, not at round k."""
+    fed = {"rounds": 2, "engine": "flower", "save_client_updates": False, "flower": SECAGG, **sections["federation"]}
+    with pytest.raises(ConfigError, match=r"^federation.sampling: 'poisson' with federation.flower.secure_aggregation"
+                                          r" = 'secaggplus' is refused.*use sampling = 'fixed'") as err:
+        _config(tiny_bert_dir, **{**sections, "federation": fed})
+    assert "\n" not in str(err.value)
+    _config(tiny_bert_dir, federation={**fed, "sampling": "fixed"})  # fixed-size rounds load
 
 
 def test_secaggplus_weights_follow_the_pipeline(tiny_bert_dir):
@@ -227,26 +241,53 @@ def _size(cfg: RunConfig) -> int:
     ({}, {}, float("nan"), "NaN/Inf"),  # a NaN global adapter trains into a NaN update
 ])
 def test_node_refuses_what_secaggplus_would_change_silently(tiny_bert_dir, tmp_path, flower, sections, fill, match):
-    from trustfl.federation.flower.client_app import handle_train
+    from trustfl.federation.flower.client_app import handle_train, masked_by_secaggplus_mod
 
     cfg = _config(tiny_bert_dir, flower=flower, **sections)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match), masked_by_secaggplus_mod():  # as secaggplus_mod calls it
         handle_train(_fit_message(cfg, _size(cfg), fill=fill), _node_context(cfg, tmp_path))
 
 
 def test_node_secaggplus_reply_is_a_fitres_with_its_weight(tiny_bert_dir, tmp_path):
     from flwr.compat.common.recorddict_compat import recorddict_to_fitres
 
-    from trustfl.federation.flower.client_app import handle_train
+    from trustfl.federation.flower.client_app import handle_train, masked_by_secaggplus_mod
 
     cfg = _config(tiny_bert_dir)
-    reply = handle_train(_fit_message(cfg, _size(cfg)), _node_context(cfg, tmp_path))
+    with masked_by_secaggplus_mod():  # what secaggplus_mod's masking stage hands the handler
+        reply = handle_train(_fit_message(cfg, _size(cfg)), _node_context(cfg, tmp_path))
     fitres = recorddict_to_fitres(reply.content, keep_input=True)
     assert fitres.num_examples == 1 and fitres.metrics["client_id"] == 0  # unweighted: w = 1
     (delta,) = flwr.common.parameters_to_ndarrays(fitres.parameters)
     assert delta.dtype.name == "float64" and torch.from_numpy(delta).abs().max() > 0
-    with pytest.raises(ConfigError, match="node and server disagree on the model"):  # a wrong-sized global
-        handle_train(_fit_message(cfg, 5), _node_context(cfg, tmp_path))
+    with pytest.raises(ConfigError, match="node and server disagree on the model"), masked_by_secaggplus_mod():
+        handle_train(_fit_message(cfg, 5), _node_context(cfg, tmp_path))  # a wrong-sized global
+
+
+@pytest.mark.parametrize("node", [{}, {"secure-aggregation": "secaggplus"}])
+def test_node_refuses_a_legacy_fitins_that_secaggplus_mod_does_not_mask(tiny_bert_dir, tmp_path, node):
+    """A FitIns without SecAgg+'s configs skips secaggplus_mod: its FitRes would carry the update in plaintext."""
+    from trustfl.federation.flower.client_app import app, handle_train, secaggplus_when_asked
+
+    cfg = _config(tiny_bert_dir)
+    message = _fit_message(cfg, _size(cfg))
+    assert "secaggplus_configs" not in message.content.config_records
+    with pytest.raises(ValueError, match="secaggplus_mod did not run.*plaintext; refused") as err:
+        secaggplus_when_asked(message, _node_context(cfg, tmp_path, **node), handle_train)  # the app's train chain
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="secaggplus_mod did not run"):
+        handle_train(message, _node_context(cfg, tmp_path, **node))
+    with pytest.raises(ValueError, match="secaggplus_mod did not run"):  # the ClientApp as Flower calls it (mods
+        app(message, _node_context(cfg, tmp_path, **node))  # included); Flower turns this into an error reply
+
+
+def test_node_refuses_an_unknown_secure_aggregation_setting(tiny_bert_dir, tmp_path):
+    from trustfl.federation.flower.client_app import handle_train
+
+    cfg = _config(tiny_bert_dir)
+    context = _node_context(cfg, tmp_path, **{"secure-aggregation": "secagg"})
+    with pytest.raises(ValueError, match=r"'secure-aggregation' must be one of \['none', 'secaggplus'\], got 'secagg'"):
+        handle_train(_fit_message(cfg, _size(cfg)), context)
 
 
 def test_node_that_requires_secaggplus_refuses_plaintext(tiny_bert_dir, tmp_path):

@@ -249,6 +249,12 @@ class FederationSettings:
         _check(self.flower.secure_aggregation == "none" or self.engine == "flower",
                "federation.flower.secure_aggregation", f"{self.flower.secure_aggregation!r} runs on engine = 'flower', "
                f"got engine = {self.engine!r} (trustfl's own MPC secure aggregation is [secure_aggregation])")
+        # a Poisson round may sample 0, 1 or more than clients_per_round clients: SecAgg+ cannot sum one client
+        # and its modulus is checked for clients_per_round; the round is redrawn identically on resume
+        _check(self.sampling == "fixed" or self.flower.secure_aggregation == "none", "federation.sampling",
+               f"{self.sampling!r} with federation.flower.secure_aggregation = {self.flower.secure_aggregation!r} "
+               "is refused: a Poisson round can sample fewer than the 2 clients SecAgg+ needs (or more than "
+               "clients_per_round), and a resumed run redraws the same round; use sampling = 'fixed'")
 
 
 _NAME_RE = re.compile(r"[\w-][\w.-]{0,127}")  # file-name safe: no '/', no '..' escape from runs/

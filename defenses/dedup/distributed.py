@@ -31,10 +31,11 @@ import numpy as np
 from trustfl.defenses.dedup.client import ClientCodes, DedupClient
 from trustfl.defenses.dedup.clusters import cluster_labels, cluster_members, keep_mask
 from trustfl.defenses.dedup.errors import DedupError
-from trustfl.defenses.dedup.keys import key_for_run
+from trustfl.defenses.dedup.keys import DedupKey, key_for_run
 from trustfl.defenses.dedup.protocol import validate_methods
 from trustfl.defenses.dedup.result import DedupResult, PairTable
 from trustfl.defenses.dedup.server import DedupServer, ServerView
+from trustfl.errors import ConfigError
 from trustfl.text import MATCHING_RULE
 from trustfl.types.distributed import DistributedDataStep, Payload, PayloadError, meta_int
 
@@ -86,7 +87,9 @@ class DedupDataStep(DistributedDataStep):
 
     Args:
         config: the run config (its ``dedup`` section and ``seed``: without ``dedup.key_file`` the key
-            is derived from the seed, reproducible but not secret).
+            is derived from the seed, reproducible but not secret, which only the local engine and a
+            simulation accept; run as messages (:meth:`defer_to_nodes`) every node must read the key
+            from ``dedup.key_file``, which must exist).
     """
 
     name = "dedup"
@@ -101,16 +104,34 @@ class DedupDataStep(DistributedDataStep):
         self._tools: tuple[Any, Any] | None = None
         self._clients: dict[int, tuple[str, DedupClient]] = {}
         self._plan: dict[str, Any] | None = None
+        self._first_key: tuple[int, str] | None = None  # (client, key id) of the first valid codes checked
         self.result: DedupResult | None = None
         s = self.settings
         self.final = {"exact": 1.0, "lexical": float(s.jaccard_threshold), "semantic": float(s.semantic_threshold)}
 
+    def defer_to_nodes(self) -> None:
+        """Run as messages (server and nodes of a deployment): refused without ``dedup.key_file``.
+
+        The derived key's seed is in the run config the server holds, so it could compute the codes of
+        guessed texts and test them against the nodes' codes (a dictionary attack).
+        """
+        if not self.settings.key_file:
+            raise ConfigError("dedup.key_file: a deployment runs dedup on the nodes and needs a key file they share "
+                              "(without it the key derives from the run seed, which the server knows, so it could "
+                              "test guessed texts against the codes); create one with `trustfl dedup --key-file PATH` "
+                              "and copy it to every node under the path dedup.key_file names")
+        super().defer_to_nodes()
+
     # ------------------------------------------------------------------ node side
     @property
     def key(self) -> Any:
-        """The clients' shared key (nodes only; the server never loads it)."""
+        """The clients' shared key (nodes only; the server never loads it). Run as messages, the key file
+        must exist: a node that made its own key could never match the others' codes."""
         if self._key is None:
-            self._key = key_for_run(self.settings.key_file, self.config.seed)
+            if self.deferred:
+                self._key = DedupKey.load(self.settings.key_file)
+            else:
+                self._key = key_for_run(self.settings.key_file, self.config.seed)
         return self._key
 
     def _client(self, client_id: int, texts: list[str]) -> tuple[str, DedupClient]:
@@ -220,6 +241,12 @@ class DedupDataStep(DistributedDataStep):
             if arr.dtype != dtype or arr.shape != (n, width):
                 raise PayloadError(f"{what}: {name!r} must be {np.dtype(dtype)} of shape ({n}, {width}) for the "
                                    f"{n} records claimed, got {arr.dtype} {arr.shape}")
+        key_id = str(payload.meta["key_id"])
+        if self._first_key is None:
+            self._first_key = (client_id, key_id)
+        elif key_id != self._first_key[1]:  # codes under another key match nothing: that node is left out
+            raise PayloadError(f"{what}: made under dedup key id {key_id!r}, client {self._first_key[0]}'s (the first "
+                               f"valid codes) under {self._first_key[1]!r}; give every node the same dedup.key_file")
 
     def plan(self, encoded: dict[int, Payload]) -> dict[int, Payload]:
         """FAISS search over the codes; within-client candidates go back to their client (module docstring)."""

@@ -10,16 +10,39 @@ process per message): torch and the model load only when a ``train`` message arr
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import contextvars
+from typing import Any, Iterator
 
 from trustfl.federation.flower.identity import hosted_client_ids
 from trustfl.optional import require
 
-__all__ = ["app", "handle_query", "handle_train", "secaggplus_when_asked"]
+__all__ = ["app", "handle_query", "handle_train", "masked_by_secaggplus_mod", "secaggplus_mod_masks",
+           "secaggplus_when_asked"]
 FEATURE = "the Flower engine (federation.engine = 'flower')"
 
 
 SECAGGPLUS_CONFIGS = "secaggplus_configs"  # flwr.common.secure_aggregation.secaggplus_constants.RECORD_KEY_CONFIGS
+SECURE_AGGREGATION = ("none", "secaggplus")  # node config 'secure-aggregation'
+_MOD_MASKS: contextvars.ContextVar[bool] = contextvars.ContextVar("trustfl_secaggplus_mod_masks", default=False)
+
+
+@contextlib.contextmanager
+def masked_by_secaggplus_mod() -> Iterator[None]:
+    """Within this block the train handler's reply goes to Flower's ``secaggplus_mod``, which masks it.
+
+    A context variable, not a record: no message can set it, and it does not outlive the call.
+    """
+    token = _MOD_MASKS.set(True)
+    try:
+        yield
+    finally:
+        _MOD_MASKS.reset(token)
+
+
+def secaggplus_mod_masks() -> bool:
+    """True while Flower's ``secaggplus_mod`` runs the train handler (and will mask what it returns)."""
+    return _MOD_MASKS.get()
 
 
 def secaggplus_when_asked(message: Any, context: Any, call_next: Any) -> Any:
@@ -27,7 +50,8 @@ def secaggplus_when_asked(message: Any, context: Any, call_next: Any) -> Any:
     returns), the plain handler for trustfl's own train messages."""
     if SECAGGPLUS_CONFIGS in message.content.config_records:
         mods = require("flwr.client.mod", extra="flower", feature=FEATURE)
-        return mods.secaggplus_mod(message, context, call_next)
+        with masked_by_secaggplus_mod():
+            return mods.secaggplus_mod(message, context, call_next)
     return call_next(message, context)
 
 
@@ -35,8 +59,9 @@ def handle_train(message: Any, context: Any) -> Any:
     """Decode the task, train the client on this node's own data, reply with its update.
 
     Under SecAgg+ (a legacy ``FitIns`` behind ``secaggplus_mod``) the update goes to the mod, which
-    sends it masked (:mod:`trustfl.federation.flower.secaggplus`). A node whose node config says
-    ``secure-aggregation = "secaggplus"`` refuses to send its update in plaintext.
+    sends it masked (:mod:`trustfl.federation.flower.secaggplus`); a legacy ``FitIns`` that did not
+    come through the mod is refused (its ``FitRes`` would carry the update in plaintext). A node whose
+    node config says ``secure-aggregation = "secaggplus"`` refuses trustfl's plaintext train messages.
     """
     from trustfl.federation.flower.codec import decode_task, encode_reply
     from trustfl.federation.flower.data_step import decode_decisions
@@ -45,9 +70,12 @@ def handle_train(message: Any, context: Any) -> Any:
 
     app = require("flwr.app", extra="flower", feature=FEATURE)
     node_config = dict(context.node_config)
-    if is_secaggplus_fit(message.content):
-        return handle_secaggplus_fit(message, context)
     required = node_config.get("secure-aggregation", "none")
+    if required not in SECURE_AGGREGATION:
+        raise ValueError(f"node config 'secure-aggregation' must be one of {list(SECURE_AGGREGATION)}, "
+                         f"got {required!r}")
+    if is_secaggplus_fit(message.content):  # refused inside unless secaggplus_mod masks the reply
+        return handle_secaggplus_fit(message, context)
     if required != "none":
         raise ValueError(f"this node's node config requires secure-aggregation = {required!r}; it does not send its "
                          "update in plaintext (set federation.flower.secure_aggregation = 'secaggplus')")

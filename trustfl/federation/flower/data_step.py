@@ -136,6 +136,7 @@ def handle_step(content: Any, node_config: dict[str, Any]) -> Any:
     if not steps:
         raise ConfigError(f"step query: the run config builds no distributed data step named {name!r}")
     step = steps[0]
+    step.defer_to_nodes()  # run as messages: the step's deployment rules hold on the node too (dedup's key file)
     step.setup(RunContext(config=config, seed=config.seed, num_clients=config.partition.num_clients,
                           clients_per_round=config.clients_per_round, rounds=config.federation.rounds,
                           progress=False))

@@ -212,11 +212,16 @@ class FlowerEngine:
                               f"{self.dropped}); the run stays at its last complete round (resume with --resume)")
 
     def after_round(self, report: RoundReport) -> dict[str, Any]:
-        """The round's engine facts for the run directory: who replied, who was dropped and why (+ SecAgg+'s)."""
+        """The round's engine facts for the run directory: who replied, who was dropped and why (+ SecAgg+'s).
+
+        Read once: they are cleared here, so a round that ran no :meth:`fit` (a Poisson round that
+        sampled nobody) records no one instead of the previous round's clients.
+        """
         facts = {"name": self.name, "replied": list(self.replied),
                  "dropped": {str(c): why for c, why in sorted(self.dropped.items())}}
         if self.secure is not None:
             facts["secure_aggregation"] = dict(self.secure)
+        self.dropped, self.replied, self.secure = {}, [], None
         return {"engine": facts}
 
 
@@ -257,7 +262,9 @@ class SimulationEngine:
         return self.start().call(lambda grid: self._engine(grid).fit(round, client_ids, global_vector))
 
     def after_round(self, report: RoundReport) -> dict[str, Any]:
-        return self._inner.after_round(report) if self._inner is not None else {}
+        if self._inner is None:  # no round has reached the simulation yet (e.g. a Poisson round of nobody)
+            return {"engine": {"name": self.name, "replied": [], "dropped": {}}}
+        return self._inner.after_round(report)
 
 
 class SimulationRuntime:

@@ -41,11 +41,22 @@ def free_port() -> int:
 
 
 def _toml_value(value: Any) -> str:
+    """A value for Flower's ``key=value`` config strings; a string as a TOML literal ``'...'``.
+
+    Raises:
+        TrustFLError: a string holding ``'`` or a control character, which such a literal cannot carry
+            (Flower's parser ends the value at the next ``'``); nothing is dropped silently.
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return "'" + str(value).replace("'", "") + "'"
+    text = str(value)
+    bad = next((c for c in text if c == "'" or (ord(c) < 32 and c != "\t") or ord(c) == 127), None)
+    if bad is not None:
+        raise TrustFLError(f"flower loopback: config value {text!r} holds {bad!r}, which Flower's key='value' "
+                           "config strings cannot carry; rename the path or value without it")
+    return "'" + text + "'"
 
 
 def node_config_arg(config: dict[str, Any]) -> str:

@@ -3,11 +3,13 @@
 A node (a simulated SuperNode in a Ray actor, or a real ``flower-supernode``'s ClientApp process)
 builds, once per run config, what the local engine builds for its clients: the run's components
 (dedup, data attacks, the sample-level DP hook), the FM with its adapters and prefix cache, and its
-clients' tokenized data. Where the data come from:
+clients' tokenized data (each client's on first use). Where the data come from:
 
 * simulation (``node_config`` has ``partition-id``): the node partitions ``config.data`` itself,
   exactly as :func:`~trustfl.federation.clients.split_data` does for the local engine, and serves
-  client ``partition-id``;
+  client ``partition-id``. A Ray actor hosts many virtual SuperNodes in turn, so the build is kept
+  per run config (not per partition): it holds every client's split, and each message picks its
+  client by id;
 * deployment (``node_config`` has ``client-id`` and ``data-file``): the node reads **its own**
   file (CSV/JSONL with columns ``text``/``label``, or as node config ``text-column``/``label-column``
   say; never the server's copy). Its held-out rows are those with ``holdout = true`` when the file
@@ -40,7 +42,8 @@ from trustfl.types.distributed import DistributedDataStep, Payload
 __all__ = ["NodeClients", "node_clients"]
 
 _LOCK = threading.Lock()
-_CACHE: dict[tuple[str, str], "NodeClients"] = {}
+_CACHE: dict[tuple[str, ...], "NodeClients"] = {}
+_CLIENT_KEYS = ("partition-id", "num-partitions")  # a simulated node's client: chosen per message, not per build
 
 
 @dataclass
@@ -82,13 +85,17 @@ def node_clients(config_json: str, node_config: dict[str, Any], num_labels: int 
                  decisions: dict[str, Payload] | None = None) -> NodeClients:
     """The node's clients for this run config (built on first use, then kept for later rounds).
 
+    Kept per run config, data source and decisions, not per client: in simulation one build serves
+    every partition a Ray actor hosts (the caller checks the node hosts the task's client).
+
     ``decisions``: the server's decision of each distributed data step (e.g. dedup) for this node's
     client, applied to its own records in a deployment (:mod:`trustfl.federation.flower.data_step`).
     """
     decisions = decisions or {}
     digest = hashlib.sha256(config_json.encode()).hexdigest()
     steps = json.dumps({k: p.to_json() for k, p in sorted(decisions.items())}, sort_keys=True)
-    key = (digest, repr(sorted(node_config.items())), hashlib.sha256(steps.encode()).hexdigest())
+    source = {k: v for k, v in node_config.items() if k not in _CLIENT_KEYS}  # a deployment's own data file
+    key = (digest, repr(num_labels), repr(sorted(source.items())), hashlib.sha256(steps.encode()).hexdigest())
     with _LOCK:
         if key not in _CACHE:
             _CACHE.clear()  # one run per process at a time: drop another config's model
@@ -120,14 +127,13 @@ def _build(config_json: str, node_config: dict[str, Any], num_labels: int | None
     assembled = assemble(config, config.server.build_pipeline(), plugins.build_components(config), context,
                          secure=False)
     data_file = node_config.get("data-file")
-    if data_file is None:
-        splits = split_data(config).splits  # simulation: the same partition the local engine computes
-        splits = prepare_clients(splits, assembled.components, seed=config.seed)
-        splits = {cid: splits[cid] for cid in ids}
+    if data_file is None:  # simulation: the same partition the local engine computes, every client's (kept per config)
+        splits = prepare_clients(split_data(config).splits, assembled.components, seed=config.seed)
     else:
         splits = node_splits(config, node_config)
         for step in assembled.components:  # distributed data steps: apply the server's decision to own records
             if isinstance(step, DistributedDataStep):
+                step.defer_to_nodes()  # a deployment's step: its own rules apply here too (e.g. dedup's key file)
                 if step.name not in decisions:
                     raise ConfigError(f"node of client(s) {ids}: the server sent no decision of data step "
                                       f"{step.name!r}, which this run needs before training")

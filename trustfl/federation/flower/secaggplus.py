@@ -76,14 +76,21 @@ def is_secaggplus_fit(content: Any) -> bool:
 def handle_secaggplus_fit(message: Any, context: Any) -> Any:
     """Train the task's client on this node and return its update as a legacy ``FitRes`` for ``secaggplus_mod``.
 
-    The weight (``num_examples``) is the pipeline's sum weight of the client's count. Refused (an
-    error reply: the client drops out of the round and SecAgg+ removes its masks) when the weight
-    exceeds ``max_weight`` or an entry of the weighted update would be clipped by ``clipping_range``
-    or is not finite: Flower would otherwise change the update silently.
+    Refused unless Flower's ``secaggplus_mod`` runs this call
+    (:func:`~trustfl.federation.flower.client_app.secaggplus_mod_masks`): without the mod the ``FitRes``
+    would leave the node unmasked. The weight (``num_examples``) is the pipeline's sum weight of the
+    client's count. Refused (an error reply: the client drops out of the round and SecAgg+ removes its
+    masks) when the weight exceeds ``max_weight`` or an entry of the weighted update would be clipped
+    by ``clipping_range`` or is not finite: Flower would otherwise change the update silently.
     """
+    from trustfl.federation.flower.client_app import secaggplus_mod_masks
     from trustfl.federation.flower.identity import hosted_client_ids
     from trustfl.federation.flower.node import node_clients
 
+    if not secaggplus_mod_masks():
+        raise ValueError(f"a SecAgg+ training message (legacy FitIns) without SecAgg+'s {CONFIGS!r} record: Flower's "
+                         "secaggplus_mod did not run, so the reply would carry this node's update in plaintext; "
+                         "refused (the server must run federation.flower.secure_aggregation = 'secaggplus')")
     app = require("flwr.app", extra="flower", feature=FEATURE)
     common = require("flwr.common", extra="flower", feature=FEATURE)
     compat = require("flwr.compat.common.recorddict_compat", extra="flower", feature=FEATURE)
