@@ -287,7 +287,8 @@ def test_calibrate_of_float32_max_and_nan():
     big = torch.full((4,), torch.finfo(torch.float32).max)
     assert torch.isfinite(calibrate(big, 2.0)).all() and math.isclose(float(calibrate(big, 2.0).norm()), 2.0,
                                                                        rel_tol=1e-5)
-    assert torch.equal(calibrate(torch.tensor([float("nan"), 1.0]), 1.0), torch.zeros(2))
+    with pytest.raises(ValueError, match="NaN/Inf"):  # a diverged calibration is an error, never a silent zero
+        calibrate(torch.tensor([float("nan"), 1.0]), 1.0)
 
 
 @hsettings(max_examples=60, deadline=None)
@@ -342,12 +343,18 @@ def test_audit_section_verifies_against_retrain(parent, retrained, methods):
 
     res = methods["rollback"]
     section = audit(RunDir(res.run_dir), AuditSettings(progress=False, options={"bootstrap": 20, "mia_records": 60}))
-    assert section.status in ("pass", "warn") and section.verdict.startswith("rollback: ")
+    assert section.verdict.startswith("rollback: ")
     rows = {r["name"]: r for r in section.data["rows"]}
     assert set(rows) == {"original", "rollback", "retrain"}
+    # the verdict rule recomputed from the rows (ASR <= +5 pt, accuracy >= -2 pt, MIA AUC in retrain's CI, >= 5x)
+    rb, rt = rows["rollback"], rows["retrain"]
+    meets = (100 * (rb["asr"] - rt["asr"]) <= 5 and 100 * (rb["accuracy"] - rt["accuracy"]) >= -2
+             and rt["mia_auc_ci"][0] <= rb["mia_auc"] <= rt["mia_auc_ci"][1] and rb["compute_ratio"] >= 5)
+    assert section.status == ("pass" if meets else "warn") and rb["meets_goal"] is meets
     assert rows["retrain"]["l2_to_retrain"] == 0.0 and rows["retrain"]["compute_ratio"] == 1.0
     assert rows["rollback"]["compute_ratio"] == pytest.approx(retrained.client_samples / res.client_samples)
-    assert all(0.0 <= rows[n]["mia_auc"] <= 1.0 and rows[n]["asr"] is not None for n in rows)
+    assert all(rows[n]["asr"] is not None for n in rows)
+    _check_mia_auc_against_a_slow_reference(parent, {n: RunDir(rows[n]["run_dir"]) for n in rows}, rows)
     assert "| rollback |" in section.data["table"]
     # L2 and cosine distance against an independent computation
     g0 = RunDir(parent).global_vector(0).double()
@@ -358,6 +365,30 @@ def test_audit_section_verifies_against_retrain(parent, retrained, methods):
     json.dumps(section.data)
     with pytest.raises(ValueError, match="not an unlearning run of"):
         verify_unlearning(RunDir(retrained.run_dir), {"x": RunDir(res.run_dir)})
+
+
+def _check_mia_auc_against_a_slow_reference(parent, runs, rows):
+    """Each run's LOSS AUC recomputed record by record (own forward pass and cross-entropy, sklearn's AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    from trustfl.audits.unlearning.rebuild import rebuild
+    from trustfl.audits.unlearning.verify import _membership_sets
+
+    rebuilt = rebuild(RunDir(parent))
+    cfg = rebuilt.config
+    members, nonmembers, _ = _membership_sets(rebuilt, [FORGET], 60, int(cfg.seed))
+    tok = rebuilt.fm.tokenizer
+    for name, run in runs.items():
+        rebuilt.layout.load_into(rebuilt.model, run.global_vector(run.completed_rounds))
+        rebuilt.model.eval()
+        losses = []
+        with torch.no_grad():
+            for record in [*members, *nonmembers]:
+                enc = tok(record["text"], truncation=True, max_length=cfg.model.max_length, return_tensors="pt")
+                logits = rebuilt.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+                losses.append(float(torch.nn.functional.cross_entropy(logits, torch.tensor([record["label"]]))))
+        truth = [1] * len(members) + [0] * len(nonmembers)
+        assert rows[name]["mia_auc"] == pytest.approx(roc_auc_score(truth, [-x for x in losses]), abs=1e-3), name
 
 
 def test_audit_section_on_other_runs(parent, retrained, tmp_path):

@@ -53,7 +53,9 @@ def rebuild(run: Any, *, progress: bool = False) -> Rebuilt:
     runs of one parent in a process loads the model and data once.
 
     Raises:
-        ValueError: the rebuilt adapter layout differs from the recorded one.
+        ValueError: the rebuilt adapter layout differs from the recorded one (names or shapes); a client's
+            rebuilt training or holdout records differ from the manifest's ``client_<id>_train`` /
+            ``client_<id>_holdout`` fingerprint (the membership sets would not be the records the run trained on).
     """
     from trustfl.rundir import sha256_file
 
@@ -82,8 +84,11 @@ def _rebuild(run: Any, *, progress: bool) -> Rebuilt:
     names = label_names(data.dataset) if cfg.model.task == "classification" else None
     side = build_model_side(cfg, num_labels=len(names) if names else None, privacy=None)
     recorded = run.layout
-    if list(side.layout.names) != list(recorded.get("names", [])):
-        raise ValueError("the rebuilt model's adapter layout differs from the run's recorded layout")
+    ours = side.layout.to_dict()  # JSON lists, as the manifest records them
+    for key in ("names", "shapes"):
+        if ours[key] != list(recorded.get(key) or []):
+            raise ValueError(f"the rebuilt model's adapter layout differs from the run's recorded layout (parameter "
+                             f"{key}); rebuild with the model the run used")
 
     def tok(d: Any) -> list[dict[str, Any]]:
         return side.trainer.attach_prefix(tokenize_examples(d, side.fm.tokenizer, max_length=cfg.model.max_length,
@@ -94,8 +99,34 @@ def _rebuild(run: Any, *, progress: bool) -> Rebuilt:
     stored = (run.manifest.get("fingerprints") or {})
     match = not stored.get("test") or stored.get("test") == fingerprint_dataset(data.test)
     warnings = [] if match else ["the rebuilt test set differs from the one the run recorded (fingerprint)"]
+    warnings += _check_clients(run, splits, stored)
     return Rebuilt(config=cfg, fm=side.fm, model=side.model, layout=side.layout, trainer=side.trainer,
                    test_examples=tok(data.test), eval_sets=eval_sets,
                    client_train={c: tr for c, (tr, _) in splits.items()},
                    client_holdout={c: ho for c, (_, ho) in splits.items()}, test=data.test,
                    fingerprints_match=match, warnings=warnings)
+
+
+def _check_clients(run: Any, splits: dict[int, tuple[Any, Any]], stored: dict[str, str]) -> list[str]:
+    """Each client's rebuilt ``(train, holdout)`` against the manifest's fingerprints (the same rule as the
+    privacy audit's :func:`~trustfl.audits.privacy.records.membership_data`); a run that records none gets a
+    warning instead (its records cannot be checked).
+
+    Raises:
+        ValueError: a recorded fingerprint differs from the rebuilt records', naming the client and the part.
+    """
+    from trustfl.data import fingerprint_dataset
+
+    if not any(k.startswith("client_") for k in stored):
+        return ["the run records no client dataset fingerprints: the rebuilt clients' records are not checked"]
+    for cid, parts in sorted(splits.items()):
+        for part, ds in zip(("train", "holdout"), parts):
+            want = stored.get(f"client_{cid}_{part}")
+            if want is None:
+                raise ValueError(f"{run.path}: no fingerprint client_{cid}_{part} in the manifest, so client {cid}'s "
+                                 f"{part} records cannot be checked")
+            if fingerprint_dataset(ds) != want:
+                raise ValueError(f"{run.path}: client {cid}'s {part} records rebuilt from the recorded config and seed "
+                                 f"do not match the manifest's fingerprint client_{cid}_{part} (the dataset "
+                                 f"{run.config.get('data', {}).get('name')!r} or the data code changed since the run)")
+    return []

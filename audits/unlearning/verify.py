@@ -7,14 +7,17 @@ Per run (the parent, retrain, each approximate method), on its final adapter:
   retrain level);
 * membership-inference AUC of the LOSS attack (Yeom et al. 2018, :class:`trustfl.attacks.LossAttack`)
   on the forgotten clients' training records (as they trained on them) against their holdout records
-  (or test records when the holdout is too small): should approach the retrain value;
+  (or test records when the holdout is too small): should fall inside retrain's bootstrap confidence
+  interval (95 %);
 * clean test accuracy (retained vs retrain);
 * L2 and cosine distance of the adapter change (final minus round-0 adapter) to retrain's;
 * wall time and client compute (client samples processed since the first round the clients took part
   in), and the compute ratio retrain / method.
 
 Verdict per approximate method: it "meets the goal" when ASR is within ``asr_points`` (5) of retrain,
-clean accuracy within ``accuracy_points`` (2) and client compute at least ``speedup`` (5) times lower.
+clean accuracy within ``accuracy_points`` (2), the MIA AUC inside retrain's bootstrap interval (when that
+interval is finite; else the AUC is only reported, and a note says so) and client compute at least
+``speedup`` (5) times lower.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import torch
 
 __all__ = ["GOAL", "MethodRow", "Verification", "verify_unlearning"]
 
-GOAL = {"asr_points": 5.0, "accuracy_points": 2.0, "speedup": 5.0}
+GOAL: dict[str, Any] = {"asr_points": 5.0, "accuracy_points": 2.0, "speedup": 5.0,
+                        "mia_auc": "inside retrain's bootstrap CI"}
 MIN_NONMEMBERS = 20
 
 
@@ -179,6 +183,9 @@ def verify_unlearning(parent: Any, runs: dict[str, Any], *, retrain: str = "retr
             if row.client_samples and ref.client_samples:
                 row.compute_ratio = ref.client_samples / row.client_samples
         ref.verdict = "exact baseline"
+        if not _has_ci(ref):
+            notes.append("retrain's MIA AUC has no finite bootstrap interval: the MIA AUCs are reported, not part of "
+                         "the verdicts")
         for name, row in rows.items():
             if name in ("original", retrain):
                 continue
@@ -206,6 +213,10 @@ def _verdict(row: MethodRow, ref: MethodRow, backdoor: bool) -> tuple[bool, str]
             short.append(f"clean accuracy {d:+.1f} pt vs retrain (goal >= -{GOAL['accuracy_points']:g})")
     if row.mia_auc is not None and ref.mia_auc is not None:
         parts.append(f"MIA AUC {row.mia_auc:.3f} vs {ref.mia_auc:.3f}")
+        if _has_ci(ref):
+            lo, hi = ref.mia_auc_ci  # type: ignore[misc]
+            if not lo <= row.mia_auc <= hi:
+                short.append(f"MIA AUC {row.mia_auc:.3f} outside retrain's interval [{lo:.3f}, {hi:.3f}]")
     if row.compute_ratio is not None:
         parts.append(f"{row.compute_ratio:.1f}x less client compute")
         if row.compute_ratio < GOAL["speedup"]:
@@ -214,3 +225,9 @@ def _verdict(row: MethodRow, ref: MethodRow, backdoor: bool) -> tuple[bool, str]
         short.append("client compute not measured")
     head = "meets the goal" if not short else "falls short: " + "; ".join(short)
     return not short, f"{head} ({', '.join(parts)})"
+
+
+def _has_ci(row: MethodRow) -> bool:
+    """True when ``row`` carries a finite bootstrap interval of its MIA AUC."""
+    ci = row.mia_auc_ci
+    return ci is not None and all(isinstance(v, float) and math.isfinite(v) for v in ci)

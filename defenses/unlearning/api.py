@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trustfl.defenses.unlearning.linked import ForgetFederation, default_out, linked_config, open_linked
+from trustfl.defenses.unlearning.linked import ForgetFederation, check_target, default_out, linked_config
 from trustfl.defenses.unlearning.methods import METHOD_RUNNERS, planned_rounds
 from trustfl.defenses.unlearning.plan import make_plan
 from trustfl.defenses.unlearning.settings import UnlearnSettings
@@ -65,11 +65,12 @@ def unlearn(run_dir: str | Path, clients: Sequence[int], method: str, *, out_dir
     plan = make_plan(run_dir, clients, method, settings)
     out = Path(out_dir) if out_dir is not None else default_out(plan.parent.path, method, plan.forget)
     config = linked_config(plan, planned_rounds(plan))
-    writer = open_linked(plan, out, config=config, resume=resume, overwrite=overwrite)
-    before = float((writer.manifest["extra"].get("unlearning") or {}).get("wall_seconds") or 0.0)
-    fed = ForgetFederation(RunConfig.from_dict(config), forget=plan.forget, out_dir=out, resume=True,
-                           progress=progress)
-    METHOD_RUNNERS[method](plan, fed)
+    resuming = check_target(plan, out, resume=resume)
+    before = float(((RunDir(out).manifest.get("extra") or {}).get("unlearning") or {}).get("wall_seconds") or 0.0) \
+        if resuming else 0.0
+    fed = ForgetFederation(RunConfig.from_dict(config), forget=plan.forget, plan=plan, out_dir=out, resume=resuming,
+                           overwrite=overwrite, progress=progress)
+    METHOD_RUNNERS[method](plan, fed)  # each starts with fed.setup(): creates/resumes the linked directory
     wall = before + time.perf_counter() - start
     link = {**plan.link(), "wall_seconds": wall}
     fed.writer.update_extra(unlearning=link)

@@ -8,7 +8,8 @@
   of that short training and the length of the client's stored update of the round.
 * ``pga``: projected gradient ascent (Halimi et al. 2022, :mod:`.pga`), then recovery rounds.
 * ``rollback``: subtract the forgotten clients' stored contributions from the final global, then
-  recovery rounds (a cheap approximate baseline, exact only for FedAvg without later rounds).
+  recovery rounds (a cheap approximate baseline, exact only for FedAvg without later rounds; refused on any
+  other pipeline unless ``allow_nonlinear``).
 
 Round ``first_round`` of an approximate method's run directory is its unlearning step (metrics key
 ``"unlearning"``); client compute is counted as client samples processed (``samples_seen`` of every
@@ -99,7 +100,13 @@ def _federaser(plan: Plan, fed: ForgetFederation) -> None:
             with _max_steps(fed.trainer, steps):
                 res = client.fit(r_orig, g, seed=seed)
             old = plan.updates[r_orig][c][0]
-            results.append(ClientResult(client_id=c, delta=calibrate(res.delta, old.norm()),
+            try:
+                calibrated = calibrate(res.delta, old.norm())
+            except ValueError as exc:
+                from trustfl.defenses.unlearning.errors import UnlearningError
+
+                raise UnlearningError(f"unlearning: federaser, round {r_orig}, client {c}: {exc}") from None
+            results.append(ClientResult(client_id=c, delta=calibrated,
                                         num_samples=res.num_samples,
                                         metrics={**res.metrics, "calibration_steps": float(steps),
                                                  "stored_update_norm": float(old.norm())}))
@@ -124,7 +131,7 @@ def _rollback_step(plan: Plan, fed: ForgetFederation) -> tuple[torch.Tensor, dic
     g = plan.parent.global_vector(plan.last_round)
     total = torch.zeros_like(g)
     for r in plan.rounds_with:
-        total += round_contribution(plan.updates[r], plan.forget, server_lr=plan.server_lr, weighted=plan.weighted)
+        total += round_contribution(plan.updates[r], plan.forget, server_lr=plan.server_lr)  # recorded weights
     return g - total, {"rounds_subtracted": plan.rounds_with, "subtracted_norm": float(total.norm()),
                        "client_samples": 0}
 
@@ -134,7 +141,7 @@ def reference_model(plan: Plan) -> torch.Tensor:
     g = plan.parent.global_vector(plan.last_round).clone()
     for r in sorted(plan.updates):
         g -= round_contribution(plan.updates[r], [c for c in plan.forget if c in plan.updates[r]],
-                                server_lr=plan.server_lr, weighted=plan.weighted)
+                                server_lr=plan.server_lr)
     return g
 
 

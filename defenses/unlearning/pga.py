@@ -60,11 +60,20 @@ def projected_gradient_ascent(trainer: Any, examples: list[dict[str, Any]], *, r
         raise ValueError("projected_gradient_ascent: no records of the forgotten client(s)")
     if "labels" not in examples[0]:
         raise ValueError("projected_gradient_ascent: needs labelled (classification) records")
+    # dropout draws from torch's global RNG (no generator argument): seed it inside a fork, so the
+    # caller's global RNG state is the same after the ascent as before it
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "unlearning_pga"))
+        return _ascend(trainer, examples, reference=reference, radius=radius, lr=lr, epochs=epochs,
+                       batch_size=batch_size, stop_accuracy=stop_accuracy, seed=seed, progress=progress)
+
+
+def _ascend(trainer: Any, examples: list[dict[str, Any]], *, reference: torch.Tensor, radius: float, lr: float,
+            epochs: int, batch_size: int, stop_accuracy: float, seed: int, progress: bool) -> AscentResult:
     layout, model = trainer.layout, trainer.model
     params = [p for p in model.parameters() if p.requires_grad]
     layout.load_into(model, reference)
     before = _accuracy(trainer, examples)
-    torch.manual_seed(derive_seed(seed, "unlearning_pga"))
     optimizer = torch.optim.SGD(params, lr=lr)
     loader = DataLoader(examples, batch_size=batch_size, shuffle=True, collate_fn=trainer.batcher,
                         generator=generator(seed, "unlearning_pga_shuffle"))

@@ -21,6 +21,7 @@ from trustfl.rundir import CorruptRunError, RunDir, RunDirError, sha256_file
 
 __all__ = ["Plan", "make_plan"]
 
+SUBTRACTS = frozenset({"rollback", "pga"})  # methods that subtract FedAvg contributions (rollback; pga's reference)
 RETRAIN_HINT = "use --method retrain, which replays the federation from the data and needs no stored update"
 
 
@@ -31,8 +32,13 @@ class Plan:
     Attributes:
         first_round: the first round any forgotten client took part in (rounds before it are reused).
         last_round: the parent's last completed round.
-        participants: round -> client ids that trained in it (from the metrics, else the stored updates).
-        updates: round -> client id -> (delta, stored num_samples), for the rounds the method reads.
+        participants: round -> client ids whose updates the round aggregated (module :func:`_participants`).
+        weights: round -> client id -> the weight the run's FedAvg gave the client (``metrics["aggregation"]``),
+            for the rounds that record it.
+        updates: round -> client id -> (delta, aggregation weight), for the rounds the method reads; the
+            weight is the recorded one, else the stored sample count (weighted FedAvg) or 1.
+        linear_aggregator: the run's pipeline was a plain FedAvg (no pre-/post-stage), so a client's share of a
+            round is exactly what :func:`~.vectors.round_contribution` subtracts.
     """
 
     parent: RunDir
@@ -46,7 +52,9 @@ class Plan:
     server_lr: float = 1.0
     weighted: bool = True
     linear_aggregator: bool = True
-    updates: dict[int, dict[int, tuple[torch.Tensor, int]]] = field(default_factory=dict)
+    pipeline: str = "FedAvg"
+    weights: dict[int, dict[int, float]] = field(default_factory=dict)
+    updates: dict[int, dict[int, tuple[torch.Tensor, float]]] = field(default_factory=dict)
 
     @property
     def rounds_with(self) -> list[int]:
@@ -61,16 +69,33 @@ class Plan:
                 "settings": self.settings.to_dict()}
 
 
-def _participants(run: RunDir) -> dict[int, list[int]]:
+def _participants(run: RunDir) -> tuple[dict[int, list[int]], dict[int, dict[int, float]]]:
+    """Per round, the clients whose updates were aggregated, and the FedAvg weights the round recorded.
+
+    The clients are those in ``metrics["aggregation"]["clients"]`` (what the server round aggregated),
+    else ``metrics["engine"]["replied"]`` (a Flower round: a sampled client that timed out is not in it),
+    else ``metrics["clients"]`` (sampled), else the stored updates (a run recorded by another loop).
+    """
     history = run.metrics()
     out: dict[int, list[int]] = {}
+    weights: dict[int, dict[int, float]] = {}
     for r in range(1, run.completed_rounds + 1):
         m = history[r - 1] if r - 1 < len(history) else {}
-        if isinstance(m.get("clients"), list):
+        aggregated = (m.get("aggregation") or {}).get("clients")
+        replied = (m.get("engine") or {}).get("replied")
+        if isinstance(aggregated, dict):
+            out[r] = sorted(int(c) for c in aggregated)
+            weights[r] = {int(c): float(info["weight"]) for c, info in aggregated.items()
+                          if isinstance(info, dict) and isinstance(info.get("weight"), (int, float))}
+            if len(weights[r]) != len(aggregated):
+                del weights[r]
+        elif isinstance(replied, list):
+            out[r] = sorted(int(c) for c in replied)
+        elif isinstance(m.get("clients"), list):
             out[r] = sorted(int(c) for c in m["clients"])
-        else:  # a run recorded by another loop: the stored updates say who took part
+        else:
             out[r] = sorted(int(c) for c in run.client_ids(r) if str(c).isdigit())
-    return out
+    return out, weights
 
 
 def _client_ids(clients: Sequence[Any], num_clients: int) -> list[int]:
@@ -123,7 +148,8 @@ def _load_updates(plan: Plan, rounds: list[int]) -> None:
                                       f"({why}); method {plan.method!r} needs it; {RETRAIN_HINT}") from None
             if not bool(torch.isfinite(delta).all()):
                 raise UnlearningError(f"unlearning: round {r}, client {c}: the stored update has non-finite values")
-            plan.updates[r][c] = (delta, n)
+            recorded = plan.weights.get(r, {}).get(c)
+            plan.updates[r][c] = (delta, recorded if recorded is not None else float(n) if plan.weighted else 1.0)
 
 
 def make_plan(parent: str | Path | RunDir, clients: Sequence[int], method: str,
@@ -134,7 +160,8 @@ def make_plan(parent: str | Path | RunDir, clients: Sequence[int], method: str,
         UnlearningError: unknown method; a client id that is not one of the run's, or that never took
             part; the parent is itself an unlearning run; a method that needs stored updates on a run
             recorded without them, or with one missing or corrupt (names the round and client); an
-            approximate method on a differentially private run.
+            approximate method on a differentially private run; ``rollback``/``pga`` on a run whose pipeline
+            is not a plain FedAvg (unless ``settings.allow_nonlinear``).
         RunDirError: ``parent`` is not a run directory.
     """
     if method not in METHODS:
@@ -157,21 +184,27 @@ def make_plan(parent: str | Path | RunDir, clients: Sequence[int], method: str,
     if method in NEEDS_UPDATES and any(privacy.get(k) for k in ("sample", "client")):
         raise UnlearningError(f"unlearning: run {run.path} is differentially private; the releases of method "
                               f"{method!r} are not covered by its privacy accountant; {RETRAIN_HINT}")
-    participants = _participants(run)
+    participants, weights = _participants(run)
     took_part = {c: [r for r, ids in participants.items() if c in ids] for c in forget}
     never = [c for c, rounds in took_part.items() if not rounds]
     if never:
         raise UnlearningError(f"unlearning: client(s) {never} never took part in run {run.path} (rounds 1.."
                               f"{run.completed_rounds}); nothing to unlearn")
     server = config.get("server") or {}
-    pipeline = extra.get("pipeline_config") or {}
-    aggregator = pipeline.get("aggregator") or {}
-    linear = aggregator.get("class", "FedAvg") == "FedAvg" and not pipeline.get("pre") and not pipeline.get("post")
+    pipeline = extra.get("pipeline_config")
+    aggregator = (pipeline or {}).get("aggregator") or {}
+    linear = bool(pipeline) and aggregator.get("class") == "FedAvg" and not pipeline.get("pre") \
+        and not pipeline.get("post")
     plan = Plan(parent=run, parent_sha256=sha256_file(run.path / "manifest.json"), method=method, forget=forget,
                 first_round=min(r for rounds in took_part.values() for r in rounds), last_round=run.completed_rounds,
                 participants=participants, settings=settings or UnlearnSettings(),
-                server_lr=float(server.get("server_lr", 1.0) or 1.0), weighted=bool(aggregator.get("weighted", True)),
-                linear_aggregator=linear)
+                server_lr=float(server.get("server_lr", 1.0) or 1.0), weighted=aggregator.get("weighted") is True,
+                linear_aggregator=linear, pipeline=str(extra.get("pipeline") or "a pipeline it did not record"), weights=weights)
     if method in NEEDS_UPDATES:
         _load_updates(plan, _needed_rounds(method, plan))
+    if method in SUBTRACTS and not linear and not plan.settings.allow_nonlinear:
+        raise UnlearningError(f"unlearning: method {method!r} subtracts FedAvg contributions, but run {run.path} "
+                              f"aggregated with {plan.pipeline} (not a plain FedAvg), so the subtraction is not what "
+                              f"the clients contributed; use retrain or federaser, or accept the approximation with "
+                              f"--set allow_nonlinear=true (recorded in the manifest)")
     return plan

@@ -33,6 +33,10 @@ class UnlearnSettings:
         early_stop_accuracy: pga: stop the ascent once accuracy on the forgotten records falls below
             this (None: 1 / number of labels, chance level).
         batch_size: pga: batch size of the ascent (None: the run's client batch size).
+        allow_nonlinear: rollback / pga: accept subtracting FedAvg contributions from a run whose pipeline was
+            not a plain FedAvg (a robust aggregator, pre- or post-stages): then the subtraction is not the
+            round's real contribution, only an approximation. Off by default (refused with an error); recorded
+            in the manifest with the other settings.
     """
 
     recovery_rounds: int = 1
@@ -43,6 +47,7 @@ class UnlearnSettings:
     radius_fraction: float = 1 / 3
     early_stop_accuracy: float | None = None
     batch_size: int | None = None
+    allow_nonlinear: bool = False
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, rule: str) -> None:
@@ -65,6 +70,7 @@ class UnlearnSettings:
         check(self.early_stop_accuracy is None or (isinstance(self.early_stop_accuracy, (int, float))
                                                    and 0 <= self.early_stop_accuracy <= 1),
               "early_stop_accuracy", "must be in [0, 1] or unset")
+        check(isinstance(self.allow_nonlinear, bool), "allow_nonlinear", "must be true or false")
         check(self.batch_size is None or (isinstance(self.batch_size, int) and self.batch_size >= 1),
               "batch_size", "must be an integer >= 1 or unset")
 

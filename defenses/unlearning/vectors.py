@@ -5,20 +5,22 @@ Every function takes and returns flat ``(d,)`` / stacked ``(n, d)`` tensors and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 
 import torch
 
 __all__ = ["calibrate", "fedavg", "project_l2_ball", "round_contribution"]
 
-RoundUpdates = Mapping[int, tuple[torch.Tensor, int]]  # client id -> (delta (d,), stored num_samples)
+RoundUpdates = Mapping[int, tuple[torch.Tensor, float]]  # client id -> (delta (d,), aggregation weight or num_samples)
 
 
 def fedavg(updates: RoundUpdates, clients: Collection[int], *, weighted: bool = True) -> torch.Tensor | None:
     """FedAvg (McMahan et al. 2017) of ``clients``' stored updates (float64 maths, float32 result); None if empty.
 
-    Weights are the stored sample counts (clients report them: untrusted, exactly what the run used)
-    or 1 each with ``weighted=False``; all-zero counts fall back to equal weights.
+    Weights are the given ones (the run's recorded aggregation weights, or the stored sample counts that
+    clients report: untrusted, exactly what the run used) or 1 each with ``weighted=False``; all-zero
+    weights fall back to equal weights.
     """
     ids = sorted(int(c) for c in clients)
     if not ids:
@@ -50,9 +52,18 @@ def calibrate(new: torch.Tensor, old_norm: torch.Tensor | float) -> torch.Tensor
 
     The direction comes from the remaining client's short calibration training on the unlearned
     global, the length from its stored update of that round.
+
+    Raises:
+        ValueError: ``new`` has a NaN or Inf (the calibration training diverged: it has no direction), or
+            ``old_norm`` is not a finite number >= 0.
     """
+    if not (math.isfinite(float(old_norm)) and float(old_norm) >= 0):
+        raise ValueError(f"calibrate: old_norm must be a finite number >= 0, got {float(old_norm)}")
     norm = new.to(torch.float64).norm()
-    if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
+    if not bool(torch.isfinite(norm)):
+        raise ValueError("calibrate: the calibration update has NaN/Inf values (the calibration training diverged, "
+                         "so it has no direction to keep); lower the run's client.lr")
+    if float(norm) == 0.0:
         return torch.zeros_like(new)
     return (new.to(torch.float64) * (float(old_norm) / norm)).to(new.dtype)
 
