@@ -202,7 +202,8 @@ def main() -> None:
     ap.add_argument("--skip-flower", action="store_true")
     ap.add_argument("--skip-trustfl", action="store_true")
     ap.add_argument("--flower-n", type=int, nargs="*", default=None, help="n values Flower runs (default: --n)")
-    ap.add_argument("--out", default="benchmarks/results/secure_aggregation.json")
+    ap.add_argument("--out", default=None, help="also write the JSON here (the recorded results are never "
+                                                 "overwritten by default)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
@@ -231,8 +232,9 @@ def main() -> None:
                 row["secaggplus_added_s"] = f["flower_secaggplus_s"] - f["flower_plain_s"]
         rows.append(row)
     report["rows"] = rows
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 
