@@ -288,22 +288,22 @@ def _fitted_attacks(n: int, task: str):
             continue
         if task not in cls.tasks:
             continue
-        attack = cls()
-        if cls.name == "reference":
-            attack.fit(reference_losses=torch.full((n,), 3.0))
-        elif cls.name == "lira":
-            attack.fit(shadow_losses=torch.rand(3, n) + 1)
-        elif cls.name == "lira_online":
+        if cls.calibration == "reference_model":
+            attack = cls().fit(reference_losses=torch.full((n,), 3.0))
+        elif cls.calibration == "shadow_models":  # what the audit calls, by the declaration alone
             keep = torch.zeros(4, n, dtype=torch.bool)
             keep[:2, 1:] = True  # record 0 is IN no shadow: filled by the mean IN - OUT gap
-            attack.fit(shadow_losses=torch.rand(4, n) + 1, shadow_in=keep)
-        elif cls.name == "rmia":
-            attack.fit(reference_losses=torch.rand(2, n) + 1, population=[{"text": "z one", "label": 0}] * 3,
-                       population_reference_losses=torch.rand(2, 3) + 1)
-        elif cls.name == "gradient_alignment":
+            attack = cls.from_shadow_models(shadow_losses=torch.rand(4, n) + 1, shadow_in=keep,
+                                            population=[{"text": "z one", "label": 0}] * 3,
+                                            population_losses=torch.rand(4, 3) + 1)
+        elif cls.calibration == "client_updates":
             continue  # needs the model's own update size; covered in test_membership_server.py
-        elif cls.needs_reference:
-            raise AssertionError(f"{cls.__name__}: add it to the contract suite's factory")
+        elif cls.calibration == "none":
+            assert not cls.needs_reference, cls
+            attack = cls()
+        else:
+            raise AssertionError(f"{cls.__name__}: calibration {cls.calibration!r} unknown to the contract suite")
+        assert attack.is_fitted
         made.append(attack)
     return made
 
@@ -368,3 +368,15 @@ def test_rmia_log_scores_checks_shapes_and_values():
         rmia_log_scores(lx, rx, lz, torch.tensor([[-1.0, float("nan"), -2.0]]))
     with pytest.raises(MembershipError, match=r"log_target_x must hold log-probabilities \(<= 0\); 1 are > 0"):
         rmia_log_scores(torch.tensor([0.5, -1.0]), rx, lz, rz)  # a probability above 1
+
+
+def test_attacks_declare_their_calibration_and_the_audit_reads_only_that():
+    from trustfl.attacks.membership import LiRA, LiRAOnline, RMIA
+    from trustfl.audits.privacy.membership import shadow_attacks
+
+    assert shadow_attacks(["loss", "reference", "rmia", "lira", "lira_online", "gradient_alignment", "nope"]) == \
+        ["rmia", "lira", "lira_online"]
+    assert {c.calibration for c in (LiRA, LiRAOnline, RMIA)} == {"shadow_models"}
+    with pytest.raises(MembershipError, match="not calibrated by shadow models"):
+        LossAttack.from_shadow_models(shadow_losses=torch.ones(2, 3), shadow_in=None, population=None,
+                                      population_losses=None)

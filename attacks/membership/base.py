@@ -8,7 +8,7 @@ per record, higher meaning "more likely a member". Errors are :class:`Membership
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -22,14 +22,20 @@ __all__ = ["MembershipAttack", "MembershipError", "score_attacks"]
 class MembershipAttack:
     """Base of every membership scorer.
 
-    Subclasses set ``name``, ``tasks`` and ``needs_reference`` and implement :meth:`_score`
-    (records already validated as a ``datasets.Dataset``); reference-based ones override
+    Subclasses set ``name``, ``tasks``, ``needs_reference`` and ``calibration`` and implement
+    :meth:`_score` (records already validated as a ``datasets.Dataset``); reference-based ones override
     :meth:`fit` (returning ``self`` via :meth:`_fitted`).
+
+    ``calibration`` declares what an audit must build to fit the attack (the audit dispatches on it,
+    never on names): ``"none"``; ``"reference_model"`` (``fit(reference_losses=...)`` with one reference
+    model's per-record losses); ``"shadow_models"`` (:meth:`from_shadow_models`); ``"client_updates"``
+    (the server's stored updates of the records' clients).
     """
 
     name: ClassVar[str] = "base"
     tasks: ClassVar[tuple[str, ...]] = TASKS
     needs_reference: ClassVar[bool] = False
+    calibration: ClassVar[Literal["none", "reference_model", "shadow_models", "client_updates"]] = "none"
     shares_forward: ClassVar[bool] = False  # scores from the target's RecordOutputs (see score_attacks)
     vocab_stats: ClassVar[bool] = False     # ... and needs the per-position vocabulary statistics
 
@@ -42,6 +48,14 @@ class MembershipAttack:
             raise MembershipError(f"{type(self).__name__}.fit: takes no arguments (a reference-free attack), got "
                                   f"{sorted(kwargs)}")
         return self._fitted()
+
+    @classmethod
+    def from_shadow_models(cls, *, shadow_losses: Any, shadow_in: Any, population: Any,
+                           population_losses: Any) -> "MembershipAttack":
+        """The attack fitted on shadow models trained on random halves of a pool holding the audited records
+        (``shadow_losses``/``shadow_in`` ``[m, n]`` over those records) and on population records that are
+        members of no model (``population_losses`` ``[m, k]``). Only for ``calibration = "shadow_models"``."""
+        raise MembershipError(f"{cls.__name__} is not calibrated by shadow models (calibration = {cls.calibration!r})")
 
     def _fitted(self) -> "MembershipAttack":
         self._is_fitted = True

@@ -145,6 +145,7 @@ class LiRA(MembershipAttack):
     name: ClassVar[str] = "lira"
     tasks: ClassVar[tuple[str, ...]] = TASKS
     needs_reference: ClassVar[bool] = True
+    calibration: ClassVar = "shadow_models"
 
     def __init__(self, online: bool = False, fix_variance: bool | None = None, fill_missing: bool = False) -> None:
         if not isinstance(online, bool):
@@ -158,6 +159,13 @@ class LiRA(MembershipAttack):
         self.online, self.fix_variance, self.fill_missing = online, fix_variance, fill_missing
         self._shadow_losses: torch.Tensor | None = None
         self._shadow_in: torch.Tensor | None = None
+
+    @classmethod
+    def from_shadow_models(cls, *, shadow_losses: Any, shadow_in: Any, population: Any = None,
+                           population_losses: Any = None) -> "LiRA":
+        """Fitted once over all audited records; with few shadows a record IN (or OUT of) none of them gets
+        the other side's mean shifted by the mean IN - OUT gap (``fill_missing``). Population unused."""
+        return cls(fill_missing=True).fit(shadow_losses=shadow_losses, shadow_in=shadow_in)  # type: ignore[return-value]
 
     def fit(self, *, shadow_losses: Any, shadow_in: Any = None) -> "LiRA":  # type: ignore[override]
         losses = as_matrix(shadow_losses, "shadow_losses")

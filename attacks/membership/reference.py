@@ -44,6 +44,7 @@ class ReferenceAttack(MembershipAttack):
     name: ClassVar[str] = "reference"
     tasks: ClassVar[tuple[str, ...]] = TASKS
     needs_reference: ClassVar[bool] = True
+    calibration: ClassVar = "reference_model"
     shares_forward: ClassVar[bool] = True
 
     def __init__(self) -> None:

@@ -123,6 +123,15 @@ class RMIA(MembershipAttack):
     name: ClassVar[str] = "rmia"
     tasks: ClassVar[tuple[str, ...]] = TASKS
     needs_reference: ClassVar[bool] = True
+    calibration: ClassVar = "shadow_models"
+
+    @classmethod
+    def from_shadow_models(cls, *, shadow_losses: Any, shadow_in: Any = None, population: Any,
+                           population_losses: Any) -> "RMIA":
+        """Online RMIA: the shadows (trained on random halves of a pool holding x and z) are the references,
+        so no offline correction (``offline_a=None``); ``shadow_in`` unused."""
+        return cls(offline_a=None).fit(reference_losses=shadow_losses, population=population,
+                                       population_reference_losses=population_losses)
 
     def __init__(self, gamma: float = 1.0, offline_a: float | None = 0.3) -> None:
         self.gamma, self.offline_a = _check_params(gamma, offline_a)

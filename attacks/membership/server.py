@@ -155,6 +155,7 @@ class GradientAlignmentAttack(MembershipAttack):
     name: ClassVar[str] = "gradient_alignment"
     tasks: ClassVar[tuple[str, ...]] = TASKS
     needs_reference: ClassVar[bool] = True
+    calibration: ClassVar = "client_updates"
 
     def __init__(self, remove_components: int = 0) -> None:
         if isinstance(remove_components, bool) or not isinstance(remove_components, int) or remove_components < 0:

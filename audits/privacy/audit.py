@@ -94,7 +94,7 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
     """
     from trustfl.audits.privacy.canary import accounted_epsilon, canary_audit
     from trustfl.audits.privacy.empirical import MIN_CANARIES
-    from trustfl.audits.privacy.membership import (SHADOW_ATTACKS, ScoreCache, membership_audit, online_shadows,
+    from trustfl.audits.privacy.membership import (ScoreCache, membership_audit, online_shadows, shadow_attacks,
                                                    population_records, shadow_reference)
     from trustfl.audits.privacy.model import RunModel, load_adapter, load_run_model
     from trustfl.audits.privacy.records import (MembershipData, check_disjoint, membership_data, recorded_canaries,
@@ -164,7 +164,7 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
 
     # shadow adapters of the federated loop for LiRA / RMIA (trustfl.attacks.membership.train_shadow_adapters)
     shadow_set, pop_z, shadow_note = None, None, ""
-    if settings.membership and set(SHADOW_ATTACKS) & set(settings.attacks):
+    if settings.membership and shadow_attacks(settings.attacks):
         if settings.shadows == 0:
             shadow_note = "shadows = 0"
         elif cfg is None or data is None:

@@ -25,11 +25,19 @@ from tqdm.auto import tqdm
 
 from trustfl.audits.privacy.settings import PrivacyAuditError, PrivacyAuditSettings
 
-__all__ = ["AttackOutcome", "SHADOW_ATTACKS", "ScoreCache", "available_attacks", "membership_audit", "online_shadows",
+__all__ = ["AttackOutcome", "ScoreCache", "available_attacks", "membership_audit", "online_shadows", "shadow_attacks",
            "population_records", "shadow_reference", "used_rows"]
 
-# attacks calibrated by shadow federations (``--shadows N``): each record against shadows trained with / without it
-SHADOW_ATTACKS = ("lira", "lira_online", "rmia")
+# what the results say calibrated each attack, by its declared ``calibration``
+_REFERENCE_NOTES = {"none": "", "reference_model": "shadow adapter on population data",
+                    "shadow_models": "{shadows} shadow federations (federated loop; each record IN some, OUT of others)",
+                    "client_updates": "the server's stored client updates"}
+
+
+def shadow_attacks(names: Any) -> list[str]:
+    """The attacks among ``names`` calibrated by shadow federations (``--shadows N``), by their declaration."""
+    classes = available_attacks()
+    return [n for n in names if n in classes and classes[n].calibration == "shadow_models"]
 
 
 # ---------------------------------------------------------------------------------------------------- cache
@@ -318,53 +326,52 @@ def membership_audit(rm: Any, data: Any, settings: PrivacyAuditSettings, *, cach
         if rm.task not in cls.tasks:
             outcomes.append(AttackOutcome(name, skipped=f"does not support task {rm.task!r}"))
             continue
-        needs_ref = bool(cls.needs_reference)
-        if name == "gradient_alignment":
+        calibration = cls.calibration  # declared by the attack: what this audit must build to fit it
+        if calibration == "client_updates":
             why = _server_view_missing(run, data)
             if why:
                 outcomes.append(AttackOutcome(name, skipped=why))
                 continue
-        elif needs_ref and name in SHADOW_ATTACKS:
+            ref_id: str | None = f"server-{settings.update_rounds}"
+        elif calibration == "shadow_models":
             if shadow_set is None:
                 outcomes.append(AttackOutcome(name, skipped=f"no shadow adapters: {shadow_note or 'shadows = 0'}"))
                 continue
-        elif needs_ref and name != "reference":
-            outcomes.append(AttackOutcome(name, skipped="needs references this audit does not build"))
-            continue
-        elif needs_ref and reference_vector is None:
-            outcomes.append(AttackOutcome(name, skipped=f"no shadow adapter: {reference_note or 'not trained'}"))
-            continue
-        if name == "gradient_alignment":
-            ref_id: str | None = f"server-{settings.update_rounds}"
-        elif name in SHADOW_ATTACKS and shadow_set is not None:
             ref_id = "online" + shadow_set.out_dir.name + str(len(shadow_set)) + shadow_key
+        elif calibration == "reference_model":
+            if reference_vector is None:
+                outcomes.append(AttackOutcome(name, skipped=f"no shadow adapter: {reference_note or 'not trained'}"))
+                continue
+            ref_id = ref_key
+        elif calibration == "none":
+            ref_id = None
         else:
-            ref_id = ref_key if needs_ref else None
+            outcomes.append(AttackOutcome(name, skipped=f"calibration {calibration!r}: references this audit does "
+                                                        "not build"))
+            continue
         key = ScoreCache.key(attack=name, target=target_key, data=data_key, ref=ref_id, max_length=rm.max_length)
         hit = cache.get(f"scores-{name}", key) if settings.cache else None
         if hit is not None:
             mem, non = torch.tensor(hit["members"], dtype=torch.float64), torch.tensor(hit["nonmembers"],
                                                                                        dtype=torch.float64)
         else:
-            if name == "gradient_alignment":
+            if calibration == "client_updates":
                 mem, non = (_server_scores(cls, run, rm, getattr(data, side), settings, kw)
                             for side in ("members", "nonmembers"))
-            elif name in SHADOW_ATTACKS:
+            elif calibration == "shadow_models":
                 records = _records_table([data.members, data.nonmembers], rm.task)
                 if not shadow_losses:
                     shadow_losses["all"] = shadow_set.losses(records, max_length=rm.max_length,
                                                              batch_size=settings.batch_size, progress=settings.progress)
                     shadow_losses["population"] = shadow_set.losses(population, max_length=rm.max_length,
                                                                     batch_size=settings.batch_size)
-                if name == "rmia":  # references trained on random parts of a pool holding x and z: online RMIA
-                    attack = cls(offline_a=None).fit(reference_losses=shadow_losses["all"], population=population,
-                                                     population_reference_losses=shadow_losses["population"])
-                else:  # one fit over all records: the same score function for members and non-members
-                    attack = cls(fill_missing=True).fit(shadow_losses=shadow_losses["all"],
-                                                        shadow_in=shadow_set.membership(records))
+                # one fit over all records: the same score function for members and non-members
+                attack = cls.from_shadow_models(shadow_losses=shadow_losses["all"],
+                                                shadow_in=shadow_set.membership(records), population=population,
+                                                population_losses=shadow_losses["population"])
                 both = attack.score(rm.use(rm.vector), records, **kw)
                 mem, non = both[:len(data.members)], both[len(data.members):]
-            elif needs_ref:
+            elif calibration == "reference_model":
                 assert reference_vector is not None
                 if not ref_losses:
                     ref_model = rm.use(reference_vector)
@@ -383,10 +390,8 @@ def membership_audit(rm: Any, data: Any, settings: PrivacyAuditSettings, *, cach
         outcomes.append(AttackOutcome(name, metrics=metrics.to_dict(), member_scores=mem.tolist(),
                                       nonmember_scores=non.tolist(), seconds=time.perf_counter() - t0,
                                       cached=hit is not None,
-                                      config=({"reference": f"{len(shadow_set)} shadow federations (federated loop; "
-                                                            "each record IN some, OUT of others)"}
-                                              if name in SHADOW_ATTACKS
-                                              else {"reference": "shadow adapter on population data"} if needs_ref
-                                              else {})))
+                                      config={"reference": _REFERENCE_NOTES[calibration].format(
+                                          shadows=len(shadow_set) if shadow_set is not None else 0)}
+                                      if _REFERENCE_NOTES[calibration] else {}))
     rm.use(rm.vector)
     return outcomes
