@@ -56,3 +56,28 @@ def tiny_llama_dir(tmp_path_factory, minilm_tokenizer):
     LlamaForCausalLM(config).save_pretrained(path)
     minilm_tokenizer.save_pretrained(path)
     return str(path)
+
+
+# ---------------------------------------------------------------- membership-inference tests
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_llama_dir):
+    import torch
+
+    from trustfl.models import LoraSettings, apply_lora, load_fm
+
+    fm = load_fm(tiny_llama_dir, task="causal_lm")
+    torch.manual_seed(1)
+    model = apply_lora(fm.model, LoraSettings(r=2, top_layers=1), task="causal_lm")
+    with torch.no_grad():  # non-zero adapters, so the adapted model differs from the base
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    return model, fm.tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_clf(tiny_bert_dir):
+    from trustfl.models import load_fm
+
+    fm = load_fm(tiny_bert_dir, task="classification", num_labels=3, seed=3)
+    return fm.model, fm.tokenizer

@@ -18,7 +18,7 @@ from trustfl.cli import main
 from trustfl.federation import Federation
 from trustfl.rundir import RunDir, RunWriter, generate_key
 
-from test_federation import _config
+from tiny_runs import federation_run as _config
 
 ALL = ["integrity", "privacy", "robustness", "contribution", "data", "unlearning"]
 MINE = ["integrity", "privacy", "data", "unlearning"]

@@ -13,18 +13,15 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from trustfl.config import RunConfig
 from trustfl.errors import ConfigError, StopFederation
 from trustfl.federation import Federation
 from trustfl.rundir import RunDir
 from trustfl.types import DataAttackStage, UpdateAttackStage
 
-from tiny_runs import tiny_run
+from tiny_runs import federation_run, tiny_run
 
 
-def _config(model_dir: str, **over) -> RunConfig:
-    return RunConfig.from_dict(tiny_run(model_dir, **{"data__max_records": 240, "partition__scheme": "dirichlet",
-                                                      "partition__alpha": 1.0, **over}))
+_config = federation_run
 
 
 def test_run_writes_a_verifiable_run_directory(tiny_bert_dir, tmp_path):

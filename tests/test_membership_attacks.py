@@ -12,44 +12,7 @@ import torch
 from trustfl.attacks.membership import (LossAttack, MembershipAttack, MembershipError, membership_metrics,
                                         per_record_loss, roc_plot)
 
-TEXTS = ["the cat sat on the mat", "a quick brown fox jumps", "hello world again and again",
-         "membership inference is a privacy attack", "ok then"]
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tiny_llama_dir):
-    from trustfl.models import LoraSettings, apply_lora, load_fm
-
-    fm = load_fm(tiny_llama_dir, task="causal_lm")
-    torch.manual_seed(1)
-    model = apply_lora(fm.model, LoraSettings(r=2, top_layers=1), task="causal_lm")
-    with torch.no_grad():  # non-zero adapters, so the adapted model differs from the base
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.5)
-    return model, fm.tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_clf(tiny_bert_dir):
-    from trustfl.models import load_fm
-
-    fm = load_fm(tiny_bert_dir, task="classification", num_labels=3, seed=3)
-    return fm.model, fm.tokenizer
-
-
-def hand_lm_tokens(model, tokenizer, text, max_length=128):
-    """Log-probs of each predicted token from a one-record forward, softmax by hand in numpy."""
-    ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
-    model.eval()
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([ids])).logits[0].double().numpy()
-    z = logits[:-1]
-    m = z.max(axis=1, keepdims=True)
-    logsumexp = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
-    tgt = np.array(ids[1:])
-    logp_all = z - logsumexp[:, None]
-    return logp_all[np.arange(len(tgt)), tgt], logp_all
+from membership_models import TEXTS, hand_lm_tokens  # tiny_lm / tiny_clf fixtures: tests/conftest.py
 
 
 def test_causal_lm_loss_matches_hand_computation(tiny_lm):

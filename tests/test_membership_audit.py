@@ -24,7 +24,7 @@ from trustfl.errors import ConfigError
 from trustfl.federation import Federation
 from trustfl.rundir import RunDir, RunDirError, RunWriter
 
-from test_federation import _config
+from tiny_runs import federation_run as _config
 
 FAST = dict(bootstrap=30, candidates=15, max_records=200, population=40)
 

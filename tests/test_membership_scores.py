@@ -14,7 +14,7 @@ from trustfl.attacks.membership import (LiRA, LiRAOnline, MembershipError, MinKP
                                         ReferenceAttack, RMIA, ZlibAttack, lira_scores, lira_statistic,
                                         per_record_loss, rmia_scores)
 
-from test_membership_attacks import TEXTS, hand_lm_tokens, tiny_clf, tiny_lm  # noqa: F401  (fixtures)
+from membership_models import TEXTS, hand_lm_tokens  # tiny_lm / tiny_clf fixtures: tests/conftest.py
 
 RECS = [{"text": t} for t in TEXTS]
 

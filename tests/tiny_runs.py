@@ -29,3 +29,11 @@ def tiny_run(model_dir: str, *, name: str = "t", replace: dict[str, Any] | None 
         section, field = key.split("__")
         data.setdefault(section, {})[field] = value
     return data
+
+
+def federation_run(model_dir: str, **over: Any) -> Any:
+    """The federated-loop tests' ``RunConfig``: the base run on 240 records over Dirichlet(1.0) clients."""
+    from trustfl.config import RunConfig
+
+    return RunConfig.from_dict(tiny_run(model_dir, **{"data__max_records": 240, "partition__scheme": "dirichlet",
+                                                      "partition__alpha": 1.0, **over}))
