@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from trustfl.config import RunConfig
 from trustfl.errors import ConfigError, StopFederation
 from trustfl.federation import Federation
 from trustfl.rundir import RunDir
