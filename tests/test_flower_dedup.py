@@ -76,6 +76,8 @@ def test_phases_give_the_clusters_and_decisions_of_deduplicate(planted):
     ref = _reference(planted, config)
     step, kept = _step_in_process(planted, config)
     assert step.result.clusters == ref.clusters
+    assert step.result.params == ref.params and "lexical" in ref.params  # the same record of how (FAISS facts too)
+    assert step.result.pairs.method.tolist() == ref.pairs.method.tolist()
     assert len(ref.clusters) >= 20 and any(len({c for c, _ in cl}) > 1 for cl in ref.clusters)
     for c, texts in planted.items():
         assert kept[c][0] == [t for t, k in zip(texts, ref.keep[c]) if k]
@@ -139,6 +141,7 @@ def test_semantic_phases_equal_deduplicate(planted):
     ref = _reference(texts, config)
     step, kept = _step_in_process(texts, config)
     assert step.result.clusters == ref.clusters and ref.counts()["pairs"].get("semantic", 0) >= 1
+    assert step.result.params["semantic"] == ref.params["semantic"]
     for c in texts:
         assert kept[c][0] == [t for t, k in zip(texts[c], ref.keep[c]) if k]
 

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from trustfl.defenses.dedup.client import ClientCodes, DedupClient
-from trustfl.defenses.dedup.clusters import cluster_labels, cluster_members, keep_mask
 from trustfl.defenses.dedup.errors import DedupError
 from trustfl.defenses.dedup.keys import DedupKey, key_for_run
+from trustfl.defenses.dedup.decision import Numbering, accepted_pairs, decide_clusters, result_params
 from trustfl.defenses.dedup.protocol import validate_methods
-from trustfl.defenses.dedup.result import DedupResult, PairTable
+from trustfl.defenses.dedup.result import DedupResult
 from trustfl.defenses.dedup.server import DedupServer, ServerView
 from trustfl.errors import ConfigError
 from trustfl.text import MATCHING_RULE
@@ -267,11 +267,8 @@ class DedupDataStep(DistributedDataStep):
                              index=s.index, shard_size=s.shard_size, nprobe=s.nprobe, progress=self.progress)
         found = server.find(ServerView(codes=codes, thresholds=thresholds), self.methods)
         sizes = {c.client_id: c.n for c in codes}
-        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum([sizes[c] for c in ids], out=offsets[1:])
-        owner = np.repeat(np.array(ids, dtype=np.int64), [sizes[c] for c in ids])
-        local = (np.concatenate([np.arange(sizes[c], dtype=np.int64) for c in ids]) if offsets[-1]
-                 else np.zeros(0, np.int64))
+        numbering = Numbering(ids, sizes)
+        owner, local = numbering.owner, numbering.local
         queries: dict[int, dict[str, np.ndarray]] = {}
         asked: dict[str, dict[int, np.ndarray]] = {}
         for method, cand in found.items():
@@ -285,7 +282,7 @@ class DedupDataStep(DistributedDataStep):
                 asked[method][int(c)] = sel
                 q = queries.setdefault(int(c), {})
                 q[f"{method}.i"], q[f"{method}.j"] = local[cand.a[sel]], local[cand.b[sel]]
-        self._plan = {"ids": ids, "sizes": sizes, "offsets": offsets, "owner": owner, "local": local, "found": found,
+        self._plan = {"ids": ids, "sizes": sizes, "numbering": numbering, "found": found,
                       "asked": asked, "thresholds": thresholds, "key_id": codes[0].key_id,
                       "digests": {c: str(encoded[c].meta["digest"]) for c in ids},
                       "timings": {"search_s": time.perf_counter() - t0, **server.timings}}
@@ -316,46 +313,24 @@ class DedupDataStep(DistributedDataStep):
             raise DedupError("dedup: decide() before plan()")
         t0 = time.perf_counter()
         p, s = self._plan, self.settings
-        owner, local, offsets, ids = p["owner"], p["local"], p["offsets"], p["ids"]
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("a", "b", "method", "score", "local")}
-        cand_stats: dict[str, dict[str, int]] = {}
-        for method, cand in p["found"].items():
-            accepted = np.ones(len(cand), dtype=bool)
-            local_score = np.full(len(cand), np.nan)
-            within = np.flatnonzero(cand.needs_confirmation)
-            if s.confirm and within.size:
-                for c, sel in p["asked"][method].items():
-                    if c not in answers:
-                        raise DedupError(f"dedup: client {c} did not confirm its candidates")
-                    accepted[sel] = answers[c].arrays[f"{method}.ok"]
-                    local_score[sel] = answers[c].arrays[f"{method}.score"]
-            elif within.size:
-                accepted[within] = cand.score[within] >= self.final[method] - 1e-12
-            cand_stats[method] = {"candidates": int(len(cand)), "within_client": int(within.size),
-                                  "accepted": int(accepted.sum()), "rejected_by_client": int((~accepted).sum())}
-            parts["a"].append(cand.a[accepted])
-            parts["b"].append(cand.b[accepted])
-            parts["method"].append(np.full(int(accepted.sum()), method, dtype=object))
-            parts["score"].append(cand.score[accepted])
-            parts["local"].append(local_score[accepted])
-        cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
-        a, b = cat["a"].astype(np.int64), cat["b"].astype(np.int64)
-        labels = cluster_labels(int(offsets[-1]), a, b, transitive=cat["method"].astype(str) != "semantic")
-        keep_all = keep_mask(labels)
-        clusters = [[(int(owner[g]), int(local[g])) for g in members] for members in cluster_members(labels)]
-        keep = {c: keep_all[offsets[k]:offsets[k + 1]].copy() for k, c in enumerate(ids)}
+        ids = p["ids"]
+
+        def confirmed_by_clients(method: str, cand: Any, within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            ok, score = np.ones(len(cand), dtype=bool), np.full(len(cand), np.nan)
+            for c, sel in p["asked"][method].items():
+                if c not in answers:
+                    raise DedupError(f"dedup: client {c} did not confirm its candidates")
+                ok[sel], score[sel] = answers[c].arrays[f"{method}.ok"], answers[c].arrays[f"{method}.score"]
+            return ok[within], score[within]
+
+        accepted, cand_stats = accepted_pairs(p["found"], self.final, confirmed_by_clients if s.confirm else None)
+        keep, clusters, pairs = decide_clusters(p["numbering"], accepted)
         for c, mask in keep.items():
             if len(mask) and not mask.any():
                 raise DedupError(f"dedup: every one of client {c}'s {len(mask)} training records duplicates a record "
                                  "of a client with a smaller id, so it would train on nothing; raise the thresholds, "
                                  "drop that client from the partition, or disable [dedup]")
-        order = np.lexsort((b, a))
-        pairs = PairTable(client_a=owner[a][order], index_a=local[a][order], client_b=owner[b][order],
-                          index_b=local[b][order], method=cat["method"][order].astype(str),
-                          score=cat["score"][order].astype(np.float64),
-                          local_score=cat["local"][order].astype(np.float64))
-        params: dict[str, Any] = {"methods": list(self.methods), "key_id": p["key_id"], "normalization": MATCHING_RULE,
-                                  "confirm": s.confirm, "confirm_margin": s.confirm_margin, "shard_size": s.shard_size}
+        params = result_params(self.methods, p["key_id"], s, p["found"])
         self.result = DedupResult(client_ids=ids, sizes=p["sizes"], pairs=pairs, clusters=clusters, keep=keep,
                                   thresholds=p["thresholds"], params=params, candidates=cand_stats,
                                   timings={**p["timings"], "cluster_s": time.perf_counter() - t0})

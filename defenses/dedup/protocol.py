@@ -21,13 +21,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from trustfl.defenses.dedup.client import METHODS, DedupClient
-from trustfl.defenses.dedup.clusters import cluster_labels, cluster_members, keep_mask
+from trustfl.defenses.dedup.decision import Numbering, accepted_pairs, decide_clusters, result_params
 from trustfl.defenses.dedup.errors import DedupError
 from trustfl.defenses.dedup.keys import DedupKey
-from trustfl.defenses.dedup.result import DedupResult, PairTable
+from trustfl.defenses.dedup.result import DedupResult
 from trustfl.defenses.dedup.server import DedupServer, ServerView
 from trustfl.defenses.dedup.settings import DedupSettings, resolve_settings
-from trustfl.text import MATCHING_RULE, KeyedMinHash, SimHasher, load_embedder
+from trustfl.text import KeyedMinHash, SimHasher, load_embedder
 
 __all__ = ["deduplicate", "validate_methods"]
 
@@ -126,53 +126,24 @@ def deduplicate(client_texts: Mapping[int, Sequence[str]] | Sequence[str], key: 
     found = server.find(view, methods)
     t2 = time.perf_counter()
     # 3. clients confirm within-client candidates
-    sizes = {c: len(clients[c].texts) for c in ids}
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum([sizes[c] for c in ids], out=offsets[1:])
-    owner = np.repeat(np.array(ids, dtype=np.int64), [sizes[c] for c in ids])
-    local = np.concatenate([np.arange(sizes[c], dtype=np.int64) for c in ids]) if offsets[-1] else np.zeros(0, np.int64)
+    numbering = Numbering(ids, {c: len(clients[c].texts) for c in ids})
     final = {"exact": 1.0, "lexical": float(jaccard_threshold), "semantic": float(semantic_threshold)}
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("a", "b", "method", "score", "local")}
-    cand_stats: dict[str, dict[str, int]] = {}
-    for method, cand in found.items():
-        accepted = np.ones(len(cand), dtype=bool)
-        local_score = np.full(len(cand), np.nan)
-        within = np.flatnonzero(cand.needs_confirmation)
-        if confirm and within.size:
-            wc = owner[cand.a[within]]
-            for c in np.unique(wc):
-                sel = within[wc == c]
-                ok, sc = clients[int(c)].confirm(method, local[cand.a[sel]], local[cand.b[sel]], final[method])
-                accepted[sel], local_score[sel] = ok, sc
-        elif within.size:  # no confirmation: the estimate decides
-            accepted[within] = cand.score[within] >= final[method] - 1e-12
-        cand_stats[method] = {"candidates": int(len(cand)), "within_client": int(within.size),
-                              "accepted": int(accepted.sum()), "rejected_by_client": int((~accepted).sum())}
-        parts["a"].append(cand.a[accepted])
-        parts["b"].append(cand.b[accepted])
-        parts["method"].append(np.full(int(accepted.sum()), method, dtype=object))
-        parts["score"].append(cand.score[accepted])
-        parts["local"].append(local_score[accepted])
+
+    def confirm_on_clients(method: str, cand: Any, within: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok, score = np.ones(within.size, dtype=bool), np.full(within.size, np.nan)
+        owners = numbering.owner[cand.a[within]]
+        for c in np.unique(owners):
+            sel = owners == c
+            ok[sel], score[sel] = clients[int(c)].confirm(method, numbering.local[cand.a[within[sel]]],
+                                                          numbering.local[cand.b[within[sel]]], final[method])
+        return ok, score
+
+    accepted, cand_stats = accepted_pairs(found, final, confirm_on_clients if confirm else None)
     t3 = time.perf_counter()
     # 4. clusters and keep/drop
-    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
-    a, b = cat["a"].astype(np.int64), cat["b"].astype(np.int64)
-    n = int(offsets[-1])
-    labels = cluster_labels(n, a, b, transitive=cat["method"].astype(str) != "semantic")
-    keep_all = keep_mask(labels)
-    clusters = [[(int(owner[g]), int(local[g])) for g in members] for members in cluster_members(labels)]
-    keep = {c: keep_all[offsets[k]:offsets[k + 1]].copy() for k, c in enumerate(ids)}
-    order = np.lexsort((b, a))
-    pairs = PairTable(client_a=owner[a][order], index_a=local[a][order], client_b=owner[b][order],
-                      index_b=local[b][order], method=cat["method"][order].astype(str),
-                      score=cat["score"][order].astype(np.float64), local_score=cat["local"][order].astype(np.float64))
-    params: dict[str, Any] = {"methods": list(methods), "key_id": key.key_id, "normalization": MATCHING_RULE,
-                              "confirm": confirm, "confirm_margin": s.confirm_margin, "shard_size": s.shard_size}
-    if "lexical" in methods:
-        params["lexical"] = {"num_perm": s.num_perm, "shingle": s.shingle, "ngram": s.ngram, **found["lexical"].info}
-    if "semantic" in methods:
-        params["semantic"] = {"bits": s.simhash_bits, "model": s.embed_model, "max_length": s.max_length,
-                              **found["semantic"].info}
+    keep, clusters, pairs = decide_clusters(numbering, accepted)
+    sizes = {c: len(clients[c].texts) for c in ids}
+    params = result_params(methods, key.key_id, s, found)
     t4 = time.perf_counter()
     timings = {"encode_s": t1 - t0, "search_s": t2 - t1, "confirm_s": t3 - t2, "cluster_s": t4 - t3,
                **server.timings, "total_s": t4 - t_start}
