@@ -120,3 +120,21 @@ def test_client_level_budget_stops_before_exceeding():
 def test_client_level_budget_too_small_for_one_round_is_rejected():
     with pytest.raises(ValueError, match="max_epsilon"):
         ClientLevelAccountant(noise_multiplier=0.5, sample_rate=1.0, delta=1e-5, max_epsilon=0.1)
+
+
+def test_client_level_accountant_checks_the_budget_before_a_round_and_resumes_its_spent_rounds():
+    """The one implementation both client-level DP components (privacy.client, secure aggregation) delegate to."""
+    from trustfl.errors import ConfigError, StopFederation
+
+    z, q = 1.0, 0.5
+    one = epsilon(noise_multiplier=z, sample_rate=q, steps=1, delta=1e-5)
+    two = epsilon(noise_multiplier=z, sample_rate=q, steps=2, delta=1e-5)
+    acc = ClientLevelAccountant(noise_multiplier=z, sample_rate=q, delta=1e-5, max_epsilon=(one + two) / 2)
+    acc.check_budget(1, who="budget")  # one round fits
+    acc.load_state_dict({"rounds_accounted": 1}, who="test")  # a resumed run that spent it
+    assert acc.state_dict() == {"rounds_accounted": 1}
+    assert acc.ledger.epsilon() == pytest.approx(one, rel=1e-9)
+    with pytest.raises(StopFederation, match="budget: round 2 would raise epsilon"):
+        acc.check_budget(2, who="budget")
+    with pytest.raises(ConfigError, match="no test accountant state"):
+        acc.load_state_dict({}, who="test")

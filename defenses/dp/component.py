@@ -21,7 +21,7 @@ import torch
 from trustfl.defenses.dp.accounting import noise_multiplier_for
 from trustfl.defenses.dp.client_level import ClientClip, GaussianNoise, update_noise_multiplier
 from trustfl.defenses.dp.reporting import ClientLevelAccountant, SampleLevelReport
-from trustfl.errors import ConfigError, StopFederation
+from trustfl.errors import ConfigError
 from trustfl.types import Aggregate, ClientPrivacyHook, RoundReport, RunComponent, RunContext
 
 __all__ = ["ClientLevelDP", "SampleLevelDP", "from_config"]
@@ -106,14 +106,7 @@ class ClientLevelDP(RunComponent):
         return self.noise.empty_round(global_vector.numel(), stats, dtype=global_vector.dtype, generator=generator)
 
     def check_budget(self, round: int) -> None:
-        acc = self.accountant
-        if acc.max_epsilon is None:
-            return
-        after = acc.ledger.epsilon(extra=(acc.noise_multiplier, acc.sample_rate, 1))
-        if after > acc.max_epsilon:
-            raise StopFederation(f"client-level privacy budget: round {round} would raise epsilon from "
-                                 f"{acc.ledger.epsilon():.4g} to {after:.4g} > max_epsilon={acc.max_epsilon}; "
-                                 "the run is finished (raise max_epsilon in a new run to train further)")
+        self.accountant.check_budget(round, who="client-level privacy budget")
 
     def after_round(self, report: RoundReport) -> dict[str, Any]:
         return self.accountant(report)  # accounts the round; BudgetExhausted (a StopFederation) ends the run
@@ -126,13 +119,10 @@ class ClientLevelDP(RunComponent):
         return {"privacy": {"client": self.accountant.summary()}}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rounds_accounted": self.accountant.ledger.steps}
+        return self.accountant.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "rounds_accounted" not in state:
-            raise ConfigError("resume: the run has rounds but no client-level accountant state; it was not run "
-                              "with privacy.client, so its epsilon cannot be continued")
-        self.accountant.restore(int(state["rounds_accounted"]))
+        self.accountant.load_state_dict(state, who="client-level (privacy.client)")
 
 
 def from_config(config: Any) -> list[RunComponent]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from trustfl.defenses.dp.accounting import PrivacyLedger
-from trustfl.errors import StopFederation, TrustFLError
+from trustfl.errors import ConfigError, StopFederation, TrustFLError
 
 __all__ = ["AccountingError", "BudgetExhausted", "ClientLevelAccountant", "SampleLevelReport"]
 
@@ -71,6 +71,29 @@ class ClientLevelAccountant:
         """After a resume: the first ``rounds_done`` rounds are already spent."""
         self.ledger.history = []
         self.ledger.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate, steps=rounds_done)
+
+    def check_budget(self, round: int, *, who: str) -> None:
+        """Before round ``round`` spends anything (also the first round after a resume): refuse it with
+        :class:`~trustfl.errors.StopFederation` when its ε would exceed ``max_epsilon``."""
+        if self.max_epsilon is None:
+            return
+        after = self.ledger.epsilon(extra=(self.noise_multiplier, self.sample_rate, 1))
+        if after > self.max_epsilon:
+            raise StopFederation(f"{who}: round {round} would raise epsilon from {self.ledger.epsilon():.4g} to "
+                                 f"{after:.4g} > max_epsilon={self.max_epsilon}; the run is finished (raise "
+                                 "max_epsilon in a new run to train further)")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The resume state: how many rounds are spent."""
+        return {"rounds_accounted": self.ledger.steps}
+
+    def load_state_dict(self, state: dict[str, Any], *, who: str) -> None:
+        """Resume: restore the spent rounds, or refuse a run that has rounds but no such state (its ε could not
+        be continued)."""
+        if "rounds_accounted" not in state:
+            raise ConfigError(f"resume: the run has rounds but no {who} accountant state; it was not run with it, so "
+                              "its epsilon cannot be continued")
+        self.restore(int(state["rounds_accounted"]))
 
     def summary(self) -> dict[str, Any]:
         return {"epsilon": self.ledger.epsilon(), "delta": self.ledger.delta, "rounds": self.ledger.steps,

@@ -78,14 +78,13 @@ class SecureAggregation(RunComponent):
         return Pipeline(pre=list(pipeline.pre), aggregator=pipeline.aggregator, post=[self.release, *pipeline.post])
 
     def check_budget(self, round: int) -> None:
-        acc = self.accountant
-        if acc is None or acc.max_epsilon is None:
+        if self.accountant is None:
             return
-        after = acc.ledger.epsilon(extra=(acc.noise_multiplier, acc.sample_rate, 1))
-        if after > acc.max_epsilon:
+        try:
+            self.accountant.check_budget(round, who="client-level privacy budget (secure aggregation)")
+        except StopFederation:
             self._close()
-            raise StopFederation(f"client-level privacy budget (secure aggregation): round {round} would raise epsilon "
-                                 f"from {acc.ledger.epsilon():.4g} to {after:.4g} > max_epsilon={acc.max_epsilon}")
+            raise
 
     def empty_round(self, round: int, global_vector: torch.Tensor, *, generator: torch.Generator) -> Aggregate | None:
         if self.release is None:
@@ -128,16 +127,13 @@ class SecureAggregation(RunComponent):
         return {"privacy": {"client": self.accountant.summary()}} if self.accountant is not None else {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rounds_accounted": self.accountant.ledger.steps} if self.accountant is not None else {}
+        return self.accountant.state_dict() if self.accountant is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.accountant is None:
             super().load_state_dict(state)
             return
-        if "rounds_accounted" not in state:
-            raise ConfigError("resume: the run has rounds but no secure-aggregation accountant state; its epsilon "
-                              "cannot be continued")
-        self.accountant.restore(int(state["rounds_accounted"]))
+        self.accountant.load_state_dict(state, who="secure-aggregation (client-level DP)")
 
 
 def from_config(config: Any) -> list[RunComponent]:
