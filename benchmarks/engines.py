@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import shutil
 import sys
 import tempfile
 import time
@@ -83,6 +84,14 @@ def summary(times: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    work = Path(tempfile.mkdtemp(prefix="trustfl-bench-engines-"))
+    try:
+        return _run(work, argv)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # runs, node files and the tiny model: nothing left behind
+
+
+def _run(work: Path, argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="'tiny' (a 4-block 32-wide BERT) or a model name")
     parser.add_argument("--clients", type=int, default=8)
@@ -95,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     from trustfl.federation import Federation
     from trustfl.federation.flower.engine import SimulationRuntime, shutdown_simulations
 
-    work = Path(tempfile.mkdtemp(prefix="trustfl-bench-engines-"))
     model = tiny_bert(work / "tiny-bert") if args.model == "tiny" else args.model
     fill = dict(model=model, top=2 if args.model == "tiny" else 1, records=40 * args.clients, clients=args.clients,
                 steps=args.steps, rounds=args.rounds)
