@@ -99,6 +99,26 @@ def _pad_id(tokenizer: Any) -> int:
     return 0
 
 
+def tokenized_rows(records: Any, *, tokenizer: Any, task: str, max_length: int) -> tuple[list[dict[str, Any]], Any]:
+    """``records`` tokenized as training tokenizes them, one dict per record, and the collator that pads them.
+
+    Raises:
+        MembershipError: bad records, or a record too short for the task's loss (a causal LM needs 2 tokens).
+    """
+    from trustfl.data import DynamicPaddingCollator, tokenize_dataset
+
+    ds = as_dataset(records, task=task)
+    tok = tokenize_dataset(ds.select_columns(["text"] + (["label"] if task == "classification" else [])),
+                           tokenizer, max_length=max_length, task=task)  # type: ignore[arg-type]
+    rows = [{k: tok[i][k] for k in tok.column_names} for i in range(len(tok))]
+    need = 2 if task == "causal_lm" else 1
+    short = [i for i, r in enumerate(rows) if len(r["input_ids"]) < need]
+    if short:
+        raise MembershipError(f"records: {len(short)} record(s) (first: {short[0]}) tokenize to fewer than {need} "
+                              f"token(s); a {task} loss needs at least {need}. Drop empty/one-word texts")
+    return rows, DynamicPaddingCollator(pad_token_id=_pad_id(tokenizer), task=task)  # type: ignore[arg-type]
+
+
 def batch_losses(logits: torch.Tensor, batch: Mapping[str, torch.Tensor], *, task: str,
                  vocab_stats: bool = False) -> RecordOutputs:
     """Per-record outputs of one collated batch from its logits (rows in batch order), in float64.
@@ -142,8 +162,6 @@ def record_outputs(model: nn.Module, records: Any, *, tokenizer: Any, task: str,
         MembershipError: bad records/task/sizes, a causal-LM record of fewer than 2 tokens
             (nothing to predict), a label outside the model's classes, non-finite outputs.
     """
-    from trustfl.data import DynamicPaddingCollator, tokenize_dataset
-
     check_task(task)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise MembershipError(f"max_length={max_length!r}: must be an integer >= 2")
@@ -152,16 +170,7 @@ def record_outputs(model: nn.Module, records: Any, *, tokenizer: Any, task: str,
     if not isinstance(model, nn.Module):
         raise MembershipError(f"model: expected a torch.nn.Module (an HF model, optionally peft-wrapped), got "
                               f"{type(model).__name__}")
-    ds = as_dataset(records, task=task)
-    tok = tokenize_dataset(ds.select_columns(["text"] + (["label"] if task == "classification" else [])),
-                           tokenizer, max_length=max_length, task=task)  # type: ignore[arg-type]
-    rows = [{k: tok[i][k] for k in tok.column_names} for i in range(len(tok))]
-    need = 2 if task == "causal_lm" else 1
-    short = [i for i, r in enumerate(rows) if len(r["input_ids"]) < need]
-    if short:
-        raise MembershipError(f"records: {len(short)} record(s) (first: {short[0]}) tokenize to fewer than {need} "
-                              f"token(s); a {task} loss needs at least {need}. Drop empty/one-word texts")
-    collate = DynamicPaddingCollator(pad_token_id=_pad_id(tokenizer), task=task)  # type: ignore[arg-type]
+    rows, collate = tokenized_rows(records, tokenizer=tokenizer, task=task, max_length=max_length)
     try:
         device = next(model.parameters()).device
     except StopIteration:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from trustfl.attacks.membership._arrays import as_matrix
-from trustfl.attacks.membership._records import TASKS, as_dataset, check_task
+from trustfl.attacks.membership._records import TASKS, as_dataset, check_task, tokenized_rows
 from trustfl.attacks.membership.base import MembershipAttack
 from trustfl.attacks.membership.errors import MembershipError
 from trustfl.attacks.membership.loss import per_record_loss
@@ -55,26 +55,17 @@ def record_gradients(model: nn.Module, records: Any, *, tokenizer: Any, task: st
     vector). The loss is training's (mean token cross-entropy / label cross-entropy), computed
     in eval mode (no dropout), one record at a time.
     """
-    from trustfl.data import DynamicPaddingCollator, tokenize_dataset
-
     check_task(task, TASKS, who="record_gradients")
-    ds = as_dataset(records, task=task)
     layout = _layout(model)
     params = [p for _, p in model.named_parameters() if p.requires_grad]
-    tok = tokenize_dataset(ds.select_columns(["text"] + (["label"] if task == "classification" else [])),
-                           tokenizer, max_length=max_length, task=task)  # type: ignore[arg-type]
-    pad = tokenizer.pad_token_id if isinstance(getattr(tokenizer, "pad_token_id", None), int) else 0
-    collate = DynamicPaddingCollator(pad_token_id=pad, task=task)  # type: ignore[arg-type]
+    rows, collate = tokenized_rows(records, tokenizer=tokenizer, task=task, max_length=max_length)
     device = params[0].device
-    out = torch.empty((len(tok), layout.size), dtype=torch.float32)
+    out = torch.empty((len(rows), layout.size), dtype=torch.float32)
     was_training = model.training
     model.eval()
     try:
-        for i in tqdm(range(len(tok)), desc="record gradients", disable=not progress, leave=False):
-            row = {k: tok[i][k] for k in tok.column_names}
-            if task == "causal_lm" and len(row["input_ids"]) < 2:
-                raise MembershipError(f"records: record {i} tokenizes to fewer than 2 tokens")
-            batch = collate([row])
+        for i in tqdm(range(len(rows)), desc="record gradients", disable=not progress, leave=False):
+            batch = collate([rows[i]])
             logits = model(input_ids=batch["input_ids"].to(device),
                            attention_mask=batch["attention_mask"].to(device)).logits
             loss = _loss(logits, batch, task)
