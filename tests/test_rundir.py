@@ -468,3 +468,26 @@ def test_metrics_accept_int_keys_like_client_updates(tmp_path):
     with pytest.raises(RunDirError, match="non-str key"):
         w.write_round(2, global_vector=torch.ones(2), metrics={(1, 2): 1.0})
     assert w.completed_rounds == 1
+
+
+def test_check_client_records_against_the_manifest_fingerprints(tmp_path):
+    """The one check every audit that rebuilds a run's client records uses."""
+    from datasets import Dataset
+
+    from trustfl.data import fingerprint_dataset
+    from trustfl.rundir import RecordsMismatchError, RunDir, RunWriter
+
+    train = Dataset.from_dict({"text": ["a b", "c d"], "label": [0, 1]})
+    holdout = Dataset.from_dict({"text": ["e f"], "label": [1]})
+    layout = {"names": ["w"], "shapes": [[2]], "dtype": "float32"}
+    RunWriter.create(tmp_path / "none", config={"data": {"name": "x"}}, seeds={"global": 0}, layout=layout)
+    assert RunDir(tmp_path / "none").check_client_records({0: (train, holdout)}) is False  # nothing recorded
+    prints = {"client_0_train": fingerprint_dataset(train), "client_0_holdout": fingerprint_dataset(holdout)}
+    RunWriter.create(tmp_path / "run", config={"data": {"name": "x"}}, seeds={"global": 0}, layout=layout,
+                     fingerprints=prints)
+    run = RunDir(tmp_path / "run")
+    assert run.check_client_records({0: (train, holdout)}) is True
+    with pytest.raises(RecordsMismatchError, match="client 0's holdout records .* do not match .*'x'"):
+        run.check_client_records({0: (train, Dataset.from_dict({"text": ["e g"], "label": [1]}))})
+    with pytest.raises(RecordsMismatchError, match="no fingerprint client_1_train"):
+        run.check_client_records({0: (train, holdout), 1: (train, holdout)})

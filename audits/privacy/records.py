@@ -125,8 +125,8 @@ def membership_data(run: Any, *, config: Any = None, max_records: int | None = N
     import datasets
 
     from trustfl import plugins
-    from trustfl.data import fingerprint_dataset
     from trustfl.federation.clients import prepare_clients, split_data
+    from trustfl.rundir import RecordsMismatchError
     from trustfl.types import RunContext
 
     cfg = run_config(run, config)
@@ -141,17 +141,12 @@ def membership_data(run: Any, *, config: Any = None, max_records: int | None = N
     for c in components:
         c.setup(context)
     splits = prepare_clients(data.splits, components, seed=cfg.seed)
+    try:
+        run.check_client_records(splits)
+    except RecordsMismatchError as exc:
+        raise PrivacyAuditError(f"{exc}; give the member/non-member records explicitly") from None
     members, nonmembers = [], []
     for cid, (train, holdout) in sorted(splits.items()):
-        for part, ds in (("train", train), ("holdout", holdout)):
-            want = recorded.get(f"client_{cid}_{part}")
-            if want is None:
-                raise PrivacyAuditError(f"{run.path}: no fingerprint client_{cid}_{part} in the manifest")
-            if fingerprint_dataset(ds) != want:
-                raise PrivacyAuditError(
-                    f"{run.path}: client {cid}'s {part} records rebuilt from the recorded config and seed do not "
-                    f"match the manifest's fingerprint client_{cid}_{part}: the dataset ({cfg.data.name!r}) or the "
-                    "data code changed since the run; give the member/non-member records explicitly")
         real = train.filter(lambda r: r["row_id"] >= 0) if "row_id" in train.column_names else train
         members.append(real.add_column("client", [cid] * len(real)))
         nonmembers.append(holdout.add_column("client", [cid] * len(holdout)))

@@ -99,34 +99,10 @@ def _rebuild(run: Any, *, progress: bool) -> Rebuilt:
     stored = (run.manifest.get("fingerprints") or {})
     match = not stored.get("test") or stored.get("test") == fingerprint_dataset(data.test)
     warnings = [] if match else ["the rebuilt test set differs from the one the run recorded (fingerprint)"]
-    warnings += _check_clients(run, splits, stored)
+    if not run.check_client_records(splits):  # raises RecordsMismatchError (a ValueError) on a mismatch
+        warnings.append("the run records no client dataset fingerprints: the rebuilt clients' records are not checked")
     return Rebuilt(config=cfg, fm=side.fm, model=side.model, layout=side.layout, trainer=side.trainer,
                    test_examples=tok(data.test), eval_sets=eval_sets,
                    client_train={c: tr for c, (tr, _) in splits.items()},
                    client_holdout={c: ho for c, (_, ho) in splits.items()}, test=data.test,
                    fingerprints_match=match, warnings=warnings)
-
-
-def _check_clients(run: Any, splits: dict[int, tuple[Any, Any]], stored: dict[str, str]) -> list[str]:
-    """Each client's rebuilt ``(train, holdout)`` against the manifest's fingerprints (the same rule as the
-    privacy audit's :func:`~trustfl.audits.privacy.records.membership_data`); a run that records none gets a
-    warning instead (its records cannot be checked).
-
-    Raises:
-        ValueError: a recorded fingerprint differs from the rebuilt records', naming the client and the part.
-    """
-    from trustfl.data import fingerprint_dataset
-
-    if not any(k.startswith("client_") for k in stored):
-        return ["the run records no client dataset fingerprints: the rebuilt clients' records are not checked"]
-    for cid, parts in sorted(splits.items()):
-        for part, ds in zip(("train", "holdout"), parts):
-            want = stored.get(f"client_{cid}_{part}")
-            if want is None:
-                raise ValueError(f"{run.path}: no fingerprint client_{cid}_{part} in the manifest, so client {cid}'s "
-                                 f"{part} records cannot be checked")
-            if fingerprint_dataset(ds) != want:
-                raise ValueError(f"{run.path}: client {cid}'s {part} records rebuilt from the recorded config and seed "
-                                 f"do not match the manifest's fingerprint client_{cid}_{part} (the dataset "
-                                 f"{run.config.get('data', {}).get('name')!r} or the data code changed since the run)")
-    return []

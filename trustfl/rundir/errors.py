@@ -80,6 +80,10 @@ class RoundOrderError(RunDirError, ValueError):
     """A round was written out of order (rounds must be ``completed_rounds + 1``)."""
 
 
+class RecordsMismatchError(RunDirError, ValueError):
+    """Client records rebuilt from a run's config and seed differ from the fingerprints its manifest recorded."""
+
+
 class CorruptRunError(RunDirError):
     """Files of a run directory are missing, modified, truncated or unparsable.
 

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _st_load
 
 from trustfl.rundir.atomic import TEMP_PREFIX, sha256_bytes
-from trustfl.rundir.errors import CorruptRunError, RunDirError, advice
+from trustfl.rundir.errors import CorruptRunError, RecordsMismatchError, RunDirError, advice
 from trustfl.rundir.signing import (
     SignatureError,
     UnsignedRunError,
@@ -203,6 +203,33 @@ class RunDir:
         if problem:
             raise CorruptRunError(self._root, [(METRICS_NAME, problem)])
         return committed
+
+    def check_client_records(self, splits: dict[int, tuple[Any, Any]]) -> bool:
+        """Each client's rebuilt ``(train, holdout)`` datasets against the manifest's ``client_<id>_train`` /
+        ``client_<id>_holdout`` fingerprints (an audit that rebuilds a run's records checks them here).
+
+        Returns False when the run records no client fingerprints (nothing can be checked), True when all match.
+
+        Raises:
+            RecordsMismatchError: a client's part has no recorded fingerprint or a different one.
+        """
+        from trustfl.data import fingerprint_dataset
+
+        recorded = self.manifest.get("fingerprints") or {}
+        if not any(k.startswith("client_") for k in recorded):
+            return False
+        for cid, parts in sorted(splits.items()):
+            for part, ds in zip(("train", "holdout"), parts):
+                want = recorded.get(f"client_{cid}_{part}")
+                if want is None:
+                    raise RecordsMismatchError(f"{self._root}: no fingerprint client_{cid}_{part} in the manifest, so "
+                                               f"client {cid}'s {part} records cannot be checked")
+                if fingerprint_dataset(ds) != want:
+                    raise RecordsMismatchError(
+                        f"{self._root}: client {cid}'s {part} records rebuilt from the recorded config and seed do not "
+                        f"match the manifest's fingerprint client_{cid}_{part} (the dataset "
+                        f"{(self.config.get('data') or {}).get('name')!r} or the data code changed since the run)")
+        return True
 
     # ------------------------------------------------------------------ verify
     def verify(self, public_key: Any = None) -> VerifyReport:
