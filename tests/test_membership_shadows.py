@@ -150,31 +150,27 @@ def test_shadow_hostile(tiny_bert_dir, pool, tmp_path, shadows):
         ShadowSet.open(tmp_path)
 
 
-def test_shadows_use_the_local_engine_and_plant_no_canaries(tiny_bert_dir, pool, tmp_path, shadows):
-    """A target on Flower with canaries: its shadows run the same training on the local engine and plant none of
-    the canaries; shadows.json records the overrides, and a set trained with the old recipe (canaries planted)
-    is refused rather than reused."""
+def test_shadows_use_the_local_engine_and_plant_the_targets_canaries(tiny_bert_dir, pool, tmp_path):
+    """A target on Flower with canaries: its shadows run the same training on the local engine, canaries planted
+    as the target planted them (part of its recipe); shadows.json records the overrides, and a set trained with
+    another recipe (no canaries) is refused rather than reused."""
     import shutil
 
     population, _ = pool
     cfg = _config(tiny_bert_dir, canaries__count=6, federation__engine="flower")
     got = train_shadow_adapters(cfg, population, 1, tmp_path / "s", rounds=1)
-    assert set(got.overrides) == {"federation.engine", "canaries"}
+    assert set(got.overrides) == {"federation.engine"}
     head = json.loads((tmp_path / "s" / "shadows.json").read_text())
-    assert head["overrides"] == got.overrides and head["config"]["canaries"]["count"] == 0
+    assert head["overrides"] == got.overrides and head["config"]["canaries"]["count"] == 6
     assert head["config"]["federation"]["engine"] == "local" and got.config.federation.engine == "local"
     manifest = json.loads((tmp_path / "s" / "shadow_000" / "run" / "manifest.json").read_text())
-    assert manifest["config"]["canaries"]["count"] == 0 and manifest["config"]["federation"]["engine"] == "local"
-    assert "canaries" not in (manifest.get("extra") or {})
-    assert all(r >= 0 for c in manifest["extra"]["clients"].values() for r in c["train_rows"])  # no planted row
+    assert manifest["config"]["canaries"]["count"] == 6 and manifest["config"]["federation"]["engine"] == "local"
+    assert any(r < 0 for c in manifest["extra"]["clients"].values() for r in c["train_rows"])  # planted rows
     assert ShadowSet.open(tmp_path / "s").overrides == got.overrides
-    # the same target without canaries on the local engine trains the same shadows as the fixture's
-    assert torch.equal(got.membership(population)[0], shadows.membership(population)[0])
-    # a set recorded before the overrides existed, with the target's canaries planted: a different recipe
-    shutil.copytree(shadows.out_dir, tmp_path / "old")
+    # a set trained without the canaries: a different recipe
+    shutil.copytree(tmp_path / "s", tmp_path / "old")
     old = json.loads((tmp_path / "old" / "shadows.json").read_text())
-    old.pop("overrides")
-    old["config"]["canaries"]["count"] = 6
+    old["config"]["canaries"]["count"] = 0
     (tmp_path / "old" / "shadows.json").write_text(json.dumps(old))
     with pytest.raises(MembershipError, match="canaries.count"):
         train_shadow_adapters(cfg, population, 2, tmp_path / "old", rounds=1)
