@@ -112,7 +112,9 @@ def test_audit_writes_metrics_plot_and_empirical_epsilon(audited):
     shadows = saved["data"]["shadows"]
     assert shadows["count"] == 2 and shadows["mode"].startswith("online") and 0 < shadows["in_fraction"] <= 0.5
     assert shadows["pool"] >= result.data["members"] + result.data["nonmembers"] + shadows["population_z"]
-    assert set(shadows["overrides"]) == {"canaries"}  # the shadows plant none of the target's 24 canaries
+    assert shadows["overrides"] == {}  # local engine, no secure aggregation: the target's recipe, its 24 canaries too
+    recipe = json.loads((cache / "shadows" / "shadows.json").read_text())["config"]
+    assert recipe["canaries"]["count"] == 24
     c = saved["canaries"]
     assert c["canaries"] == 24 and c["accounted"] is None
     assert c["exposure"]["max_bits"] == pytest.approx(4.0) and c["exposure"]["candidates_capped"] is None
