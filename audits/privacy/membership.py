@@ -122,10 +122,22 @@ class AttackOutcome:
 
 
 # ---------------------------------------------------------------------------------------------------- shadow
+_USED_ROWS: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
+
+
 def used_rows(run: Any, cfg: Any) -> tuple[set[int], set[int]]:
     """``(used, test)`` source row ids: ``used`` = every client's training records and holdout as partitioned,
     BEFORE the client-side data steps (dedup drops near-copies of kept training records: they are no population
-    data), plus the manifest's recorded rows; ``test`` = the test split."""
+    data), plus the manifest's recorded rows; ``test`` = the test split. Computed once per run and config (an
+    audit draws population records several times; each would load and partition the source again)."""
+    key = (str(run.path), json.dumps(cfg.to_dict(), sort_keys=True, default=str))
+    if key not in _USED_ROWS:
+        _USED_ROWS[key] = _used_rows(run, cfg)
+    used, test = _USED_ROWS[key]
+    return set(used), set(test)
+
+
+def _used_rows(run: Any, cfg: Any) -> tuple[set[int], set[int]]:
     from trustfl.federation.clients import split_data
 
     data = split_data(cfg)
