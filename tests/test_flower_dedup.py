@@ -299,12 +299,17 @@ def test_key_mismatch_and_empty_input_are_clear_errors(planted):
     step.check_encoded(2, enc[2])  # well-formed...
     with pytest.raises(DedupError, match="different dedup keys"):
         step.plan(enc)  # ...but under another key: dedup cannot be completed
-    checked = DedupComponent(_config())  # the server checks each node's key id against the first valid one's
-    checked.check_encoded(0, enc[0])
-    checked.check_encoded(1, enc[1])
-    with pytest.raises(PayloadError, match="key id .* client 0's .*same dedup.key_file") as err:
-        checked.check_encoded(2, enc[2])  # a PayloadError: that node is left out, the step goes on
-    assert "\n" not in str(err.value)
+    checked = DedupComponent(_config())  # the server keeps the nodes under the majority's key
+    for c in enc:
+        checked.check_encoded(c, enc[c])
+    odd = checked.check_encoded_together(enc)
+    assert list(odd) == [2] and "clients [0, 1]" in odd[2] and "same dedup.key_file" in odd[2]
+    assert "\n" not in odd[2]
+    first = {0: enc[2], 1: enc[0], 2: enc[1]}  # the odd node's reply is checked first: still the only one left out
+    assert list(checked.check_encoded_together(first)) == [0]
+    assert checked.check_encoded_together({0: enc[0], 1: enc[1]}) == {}
+    with pytest.raises(DedupError, match="split evenly .* same dedup.key_file"):  # 1 vs 1: no key to trust
+        checked.check_encoded_together({0: enc[0], 2: enc[2]})
     with pytest.raises(DedupError, match="no client"):
         step.plan({})
     with pytest.raises(DedupError, match="decide"):
@@ -539,6 +544,7 @@ def test_a_node_under_another_key_is_left_out(planted, tmp_path, key_file):
     grid.tamper[102] = own_key
     engine, step = _drive(config, grid)  # no DedupError: the step goes on without that node
     left = step.summary["nodes"]["left_out"]
-    assert list(left) == ["2"] and left["2"].startswith("encode: invalid reply") and "key id" in left["2"]
+    assert list(left) == ["2"] and left["2"].startswith("encode: codes made under dedup key id")
+    assert "clients [0, 1]" in left["2"]  # the majority's key, whatever order the replies came in
     ref = _reference({0: planted[0], 1: planted[1]}, config)
     assert step.result.clusters == ref.clusters and sorted(engine.decisions) == [0, 1]

@@ -104,7 +104,6 @@ class DedupDataStep(DistributedDataStep):
         self._tools: tuple[Any, Any] | None = None
         self._clients: dict[int, tuple[str, DedupClient]] = {}
         self._plan: dict[str, Any] | None = None
-        self._first_key: tuple[int, str] | None = None  # (client, key id) of the first valid codes checked
         self.result: DedupResult | None = None
         s = self.settings
         self.final = {"exact": 1.0, "lexical": float(s.jaccard_threshold), "semantic": float(s.semantic_threshold)}
@@ -241,12 +240,26 @@ class DedupDataStep(DistributedDataStep):
             if arr.dtype != dtype or arr.shape != (n, width):
                 raise PayloadError(f"{what}: {name!r} must be {np.dtype(dtype)} of shape ({n}, {width}) for the "
                                    f"{n} records claimed, got {arr.dtype} {arr.shape}")
-        key_id = str(payload.meta["key_id"])
-        if self._first_key is None:
-            self._first_key = (client_id, key_id)
-        elif key_id != self._first_key[1]:  # codes under another key match nothing: that node is left out
-            raise PayloadError(f"{what}: made under dedup key id {key_id!r}, client {self._first_key[0]}'s (the first "
-                               f"valid codes) under {self._first_key[1]!r}; give every node the same dedup.key_file")
+
+    def check_encoded_together(self, encoded: dict[int, Payload]) -> dict[int, str]:
+        """Codes under another key match nothing: the nodes outside the largest key group are left out.
+
+        The majority, not the first reply, so one misconfigured (or hostile) node that answers first
+        cannot shut out every honest node; an even split cannot be told apart and stops the step.
+        """
+        groups: dict[str, list[int]] = {}
+        for cid in sorted(encoded):
+            groups.setdefault(str(encoded[cid].meta["key_id"]), []).append(int(cid))
+        if len(groups) <= 1:
+            return {}
+        ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+        if len(ranked[0][1]) == len(ranked[1][1]):
+            raise DedupError(f"dedup: nodes split evenly between dedup keys ({ {k: v for k, v in ranked} }), so "
+                             "the run's key cannot be told; give every node the same dedup.key_file")
+        key, majority = ranked[0]
+        return {cid: (f"codes made under dedup key id {k!r}, the other {len(majority)} nodes' (clients {majority}) "
+                      f"under {key!r}; give every node the same dedup.key_file")
+                for k, cids in ranked[1:] for cid in cids}
 
     def plan(self, encoded: dict[int, Payload]) -> dict[int, Payload]:
         """FAISS search over the codes; within-client candidates go back to their client (module docstring)."""

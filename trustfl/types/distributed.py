@@ -7,6 +7,7 @@ records)::
 
     node    encode(client_id, train)          -> Payload               e.g. keyed codes of the records
     server  check_encoded(client_id, payload)                          reject garbage (that node is dropped)
+    server  check_encoded_together({client_id: Payload}) -> {client_id: why}  nodes that do not fit the rest
     server  plan({client_id: Payload})        -> {client_id: Payload}  queries for the nodes that must answer
     node    confirm(client_id, train, query)  -> Payload               answers computed on the node's own data
     server  check_answer(client_id, query, answer)
@@ -147,6 +148,14 @@ class DistributedDataStep(RunComponent):
     def check_encoded(self, client_id: int, payload: Payload) -> None:
         """Server side: raise :class:`PayloadError` if ``payload`` cannot be client ``client_id``'s encoding."""
 
+    def check_encoded_together(self, encoded: dict[int, Payload]) -> dict[int, str]:
+        """Server side, once every node's codes passed :meth:`check_encoded`: the clients left out, with why.
+
+        For rules no single payload settles (all nodes must agree on something, e.g. a key: the
+        majority is kept whatever order the replies came in). Raise when no majority can be told.
+        """
+        return {}
+
     def plan(self, encoded: dict[int, Payload]) -> dict[int, Payload]:
         """Server side: the queries for the clients that must answer (others are not asked)."""
         raise NotImplementedError
@@ -223,6 +232,9 @@ def run_in_process(step: DistributedDataStep, splits: dict[int, tuple[Any, Any]]
     for cid in ids:
         encoded[cid] = check_payload(step.encode(cid, splits[cid][0]), what=f"client {cid} encode")
         step.check_encoded(cid, encoded[cid])
+    odd = step.check_encoded_together(encoded)
+    if odd:  # one process holds every client: a node that does not fit is a bug, not a node to leave out
+        raise PayloadError(f"data step {step.name!r}: clients do not fit together: {odd}")
     queries = step.plan(encoded)
     answers = {}
     for cid, query in sorted(queries.items()):

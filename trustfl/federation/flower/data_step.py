@@ -210,7 +210,9 @@ def _run_step(engine: Any, step: DistributedDataStep, client_ids: Sequence[int])
     alive = [c for c in client_ids if c not in excluded]
     encoded, failed = _ask(engine, "encode", step, {c: Payload(meta={"client_id": c}) for c in alive})
     excluded.update(failed)
-    alive = sorted(encoded)
+    odd = step.check_encoded_together({c: encoded[c] for c in sorted(encoded)})
+    excluded.update({c: f"encode: {why}"[:_REASON_CHARS] for c, why in odd.items()})
+    alive = sorted(c for c in encoded if c not in odd)
     enough(alive, "encode")
     t1 = time.perf_counter()
     while True:
