@@ -182,6 +182,7 @@ def test_distributed_noise_has_the_calibrated_std_even_with_a_dropout(pool):
     secure.deliver(3, shares, noise, parties=[0])  # client 3 crashes after reaching one party
     out = secure.finish()
     assert out.client_ids == [0, 1, 2] and out.dropped == [3]
+    assert out.revealed == {"secure_dropped": 1.0, "secure_norm_bound": bound, "secure_noise_std": z * bound}
     # 3/4 of the variance from the clients, plus K = 3 parties x 1/4 top-up: (3/4 + 3/4) z^2 B^2
     assert out.total.std().item() == pytest.approx(z * bound * math.sqrt(1.5), rel=0.03)
 
@@ -309,6 +310,7 @@ def test_the_server_round_receives_no_plaintext_update(pool, tiny_bert_dir, tmp_
     assert run.client_ids(1) == [] and run.client_ids(2) == []  # no update stored
     for m in run.metrics():  # nor their norms or the clients' self-reported metrics
         assert "update_norms" not in m and "client_metrics" not in m
+        assert m["aggregation"]["stats"]["secure_dropped"] == 0.0  # the round's public facts reach the metrics
     plain = Federation(cfg, out_dir=tmp_path / "p", progress=False)
     plain.run()
     # weighted FedAvg with integer sample counts: the mean is within 2^-p of the plaintext mean per entry

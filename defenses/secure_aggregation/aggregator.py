@@ -170,8 +170,13 @@ class SecureRound:
                                   integral_weights=bool((weights == weights.round()).all()) and
                                   float(weights.abs().max()) < 2 ** 20)
         value = decode(total, precision_bits=scale) * (agg.norm_bound if agg.norm_bound is not None else 1.0)
+        revealed = {"secure_dropped": float(len(dropped))}  # public facts of the round, for the metrics
+        if agg.norm_bound is not None:
+            revealed["secure_norm_bound"] = float(agg.norm_bound)
+        if agg.noise_multiplier is not None:  # std of the Gaussian noise in the revealed sum (after the top-up)
+            revealed["secure_noise_std"] = float(agg.noise_multiplier * agg.norm_bound)
         agg.last = SecureSum(total=value, weight_sum=sum(st.weights[c] for c in included),
-                             client_ids=included, dropped=dropped, anomalous=anomalous)
+                             client_ids=included, dropped=dropped, anomalous=anomalous, revealed=revealed)
         return agg.last
 
 
