@@ -11,13 +11,14 @@ Prints one JSON object:
    * SmolLM2-135M + LoRA (top 4 blocks) causal LM on health_tweets: loss, zlib, Min-K%, Min-K%++
      (vocabulary statistics), reference (base FM: a second full pass), and all five through
      ``score_attacks`` (one shared target pass + the base pass).
-2. ``shadow_cost``: wall time of one federated run of the target config (``--rounds`` rounds) and of
+2. ``shadow_losses``: the shadows' per-record losses (what LiRA/RMIA need) by ``ShadowSet.losses`` (frozen
+   prefix computed once, replayed per shadow) vs ``per_record_loss`` once per shadow, same adapters.
+3. ``shadow_cost``: wall time of one federated run of the target config (``--rounds`` rounds) and of
    one shadow adapter (``train_shadow_adapters``, ``--shadow-rounds`` rounds, default the same, half the
    pool), each with adapters on the top 2 blocks with and without the frozen-prefix cache, interleaved
-   ``--reps`` times in one process (medians; ``os.getloadavg()`` recorded next to each); plus
-   ``ShadowSet.losses`` (prefix replayed) vs ``per_record_loss`` (full forward) over the records.
+   ``--reps`` times in one process (medians; ``os.getloadavg()`` recorded next to each).
 
-Usage: python benchmarks/mia.py [--reps 3] [--quick] [--threads 1]
+Usage: python benchmarks/mia.py [--reps 3] [--quick] [--threads 1] [--sections shadow_losses,...] [--out F]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -110,18 +112,16 @@ def shadow_cost(records: int, rounds: int, shadow_rounds: int, reps: int) -> dic
     """One federated run vs one shadow adapter, with and without the prefix cache, interleaved ``reps`` times in
     this one process (run+cache, shadow+cache, run, shadow, run+cache, ...) so load drifts hit every arm alike;
     medians, with os.getloadavg() next to each measurement."""
-    from trustfl.attacks.membership import per_record_loss, train_shadow_adapters
+    from trustfl.attacks.membership import train_shadow_adapters
     from trustfl.config import RunConfig
     from trustfl.data import load_dataset_source
     from trustfl.federation import Federation
 
     pool = load_dataset_source("sms_spam").shuffle(seed=1).select(range(records))
-    scored = load_dataset_source("sms_spam").shuffle(seed=1).select(range(records, records + 256))
     out: dict = {"records": records, "target_rounds": rounds, "shadow_rounds": shadow_rounds, "reps": reps,
                  "order": "interleaved: for each rep, with cache then without, run then shadow"}
     raw: dict = {k: {"federated_run_s": [], "one_shadow_s": [], "load_1min": []}
                  for k in ("with_cache", "without_cache")}
-    extra: dict = {}
     for rep in range(reps):
         for cache in (True, False):
             cfg = RunConfig.from_dict({
@@ -141,20 +141,54 @@ def shadow_cost(records: int, rounds: int, shadow_rounds: int, reps: int) -> dic
                 shadows = train_shadow_adapters(cfg, pool, 1, f"{tmp}/shadows", rounds=shadow_rounds)
                 raw[key]["one_shadow_s"].append(time.perf_counter() - t0)
                 raw[key]["load_1min"].append(os.getloadavg()[0])
-                if cache and rep == 0:
-                    losses_s = _timed(lambda: shadows.losses(scored, batch_size=32))
-                    model, tok = shadows.model(0)
-                    full_s = _timed(lambda: per_record_loss(model, scored, tokenizer=tok, task="classification",
-                                                            max_length=64, batch_size=32))
-                    extra["shadow_losses_prefix_replay_records_per_s"] = len(scored) / losses_s
-                    extra["per_record_loss_full_forward_records_per_s"] = len(scored) / full_s
     for key, r in raw.items():
         run_s, shadow_s = statistics.median(r["federated_run_s"]), statistics.median(r["one_shadow_s"])
         out[key] = {"federated_run_s": run_s, "one_shadow_s": shadow_s, "shadow_over_run": shadow_s / run_s,
                     "raw": r}
-    out["with_cache"].update(extra)
     out["run_cache_speedup"] = out["without_cache"]["federated_run_s"] / out["with_cache"]["federated_run_s"]
     out["shadow_cache_speedup"] = out["without_cache"]["one_shadow_s"] / out["with_cache"]["one_shadow_s"]
+    return out
+
+
+def shadow_losses(records: int, shadows: int, reps: int) -> dict:
+    """The shadows' per-record losses that LiRA and RMIA need: ``ShadowSet.losses`` (records tokenized and their
+    frozen prefix computed once, the top blocks replayed per shadow) vs ``per_record_loss`` once per shadow (a
+    full forward each), over the same ``shadows`` adapters, interleaved ``reps`` times, models built beforehand
+    (only the scoring is timed)."""
+    from trustfl.attacks.membership import per_record_loss, train_shadow_adapters
+    from trustfl.config import RunConfig
+    from trustfl.data import load_dataset_source
+
+    ds = load_dataset_source("sms_spam").shuffle(seed=2)
+    pool, scored = ds.select(range(200)), ds.select(range(200, 200 + records))
+    cfg = RunConfig.from_dict({
+        "name": "bench", "seed": 0, "model": {"name": "minilm", "max_length": 64},
+        "lora": {"r": 8, "top_layers": 2, "cache_prefix": True}, "data": {"name": "sms_spam"},
+        "partition": {"num_clients": 2, "scheme": "iid"}, "client": {"batch_size": 16, "epochs": 1},
+        "federation": {"rounds": 1, "save_client_updates": False},
+    })
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = train_shadow_adapters(cfg, pool, shadows, f"{tmp}/shadows", rounds=1)
+        model, tok = trained.model(0)  # builds the model side once (not timed)
+        times: dict[str, list[float]] = {"ShadowSet.losses (prefix once, top blocks per shadow)": [],
+                                         "per_record_loss per shadow (full forward each)": []}
+        loads = []
+        for _ in range(reps):
+            loads.append(os.getloadavg()[0])
+            times["ShadowSet.losses (prefix once, top blocks per shadow)"].append(
+                _timed(lambda: trained.losses(scored, batch_size=32)))
+
+            def full() -> None:
+                for i in range(len(trained)):
+                    m, _ = trained.model(i)
+                    per_record_loss(m, scored, tokenizer=tok, task="classification", max_length=64, batch_size=32)
+
+            times["per_record_loss per shadow (full forward each)"].append(_timed(full))
+        out = {"records": records, "shadows": len(trained), "reps": reps, "load_1min": loads,
+               **{k: {"seconds": statistics.median(v), "record_shadow_pairs_per_s":
+                      records * len(trained) / statistics.median(v), "raw_s": v} for k, v in times.items()}}
+    keys = list(times)
+    out["speedup"] = out[keys[1]]["seconds"] / out[keys[0]]["seconds"]
     return out
 
 
@@ -170,10 +204,17 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5, help="rounds of the target run")
     p.add_argument("--shadow-rounds", type=int, default=None, help="rounds of a shadow (default: --rounds, as the "
                    "audit trains them)")
-    p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--out", default=None, help="also write the JSON here (an existing file is updated: sections "
+                   "run now replace theirs)")
+    p.add_argument("--sections", default="shadow_cost,shadow_losses,scoring_classification,scoring_causal_lm",
+                   help="comma-separated sections to run")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    known = {"shadow_cost", "shadow_losses", "scoring_classification", "scoring_causal_lm"}
+    if not sections or set(sections) - known:
+        p.error(f"--sections: unknown {sorted(set(sections) - known)}; choose from {sorted(known)}")
     result: dict = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "load_average_at_start": os.getloadavg()},
@@ -184,16 +225,21 @@ def main() -> int:
         result[key] = value
         print(f"{key}: {json.dumps(value)}", file=sys.stderr, flush=True)
         if args.out:
-            from pathlib import Path
-
             Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 
     rounds = 2 if q else args.rounds
     shadow_rounds = rounds if args.shadow_rounds is None else args.shadow_rounds
-    done("shadow_cost", shadow_cost(200 if q else args.shadow_pool, rounds, shadow_rounds, 1 if q else args.reps))
-    done("scoring_classification", scoring_classification(32 if q else args.records, 1 if q else args.reps))
-    if not args.skip_causal:
-        done("scoring_causal_lm", scoring_causal(8 if q else args.causal_records, 1 if q else args.reps))
+    reps = 1 if q else args.reps
+    if args.out and Path(args.out).is_file():  # keep the sections not run now
+        result = {**json.loads(Path(args.out).read_text()), **result}
+    if "shadow_cost" in sections:
+        done("shadow_cost", shadow_cost(200 if q else args.shadow_pool, rounds, shadow_rounds, reps))
+    if "shadow_losses" in sections:
+        done("shadow_losses", shadow_losses(32 if q else args.records, 2 if q else 8, reps))
+    if "scoring_classification" in sections:
+        done("scoring_classification", scoring_classification(32 if q else args.records, reps))
+    if "scoring_causal_lm" in sections and not args.skip_causal:
+        done("scoring_causal_lm", scoring_causal(8 if q else args.causal_records, reps))
     result["machine"]["load_average_at_end"] = os.getloadavg()
     print(json.dumps(result, indent=1))
     return 0
