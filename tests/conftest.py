@@ -17,6 +17,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
+# Modules whose tests take minutes (`make test --durations`, fresh clone 2026-11-30: the Flower fault test alone
+# 538 s). They are collected first so `-n 2` starts them at once instead of leaving one worker on them at the end.
+# Ordering only: every test still runs, each module's tests keep their order.
+_LONG_MODULES = ("test_flower_faults.py", "test_packaging.py", "test_flower_dedup_deployment.py",
+                 "test_flower_deployment.py", "test_flower_secaggplus.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep collection order
+
 
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
