@@ -195,7 +195,7 @@ def test_population_never_holds_the_rows_dedup_dropped(tiny_bert_dir, tmp_path):
     """Dedup drops near-copies of kept training records before training, so the manifest lists only the kept rows;
     the dropped rows (and any source row repeating a used row's text) are the run's data all the same and never
     population records (which feed the reference adapter, RMIA's z and the shadow pool)."""
-    from trustfl.audits.privacy.membership import population_records
+    from trustfl.audits.privacy.membership import PopulationSource, population_records
     from trustfl.data import load_dataset_source
     from trustfl.federation.clients import split_data
 
@@ -211,6 +211,11 @@ def test_population_never_holds_the_rows_dedup_dropped(tiny_bert_dir, tmp_path):
     pop = set(population_records(run, cfg, exclude_texts=set(), n=10**6, seed=0)["text"])
     assert len(pop) > 3000  # the rows outside the 600 sampled
     assert not pop & {texts[i] for i in dropped} and not pop & {texts[i] for i in before}
+    source = PopulationSource.of_run(run, cfg)  # what an audit keeps and draws from several times
+    assert set(source.sample(exclude_texts=set(), n=10**6, seed=0)["text"]) == pop
+    some = set(sorted(pop)[:50])
+    again = source.sample(exclude_texts=some, n=10**6, seed=0)
+    assert not set(again["text"]) & some and len(again) >= len(pop) - 50
 
 
 def test_shadow_adapter_cache_is_keyed_by_the_whole_recipe(canary_run, tmp_path):

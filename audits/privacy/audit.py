@@ -94,8 +94,8 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
     """
     from trustfl.audits.privacy.canary import accounted_epsilon, canary_audit
     from trustfl.audits.privacy.empirical import MIN_CANARIES
-    from trustfl.audits.privacy.membership import (ScoreCache, membership_audit, online_shadows, shadow_attacks,
-                                                   population_records, shadow_reference)
+    from trustfl.audits.privacy.membership import (PopulationSource, ScoreCache, membership_audit, online_shadows,
+                                                   shadow_attacks, shadow_reference)
     from trustfl.audits.privacy.model import RunModel, load_adapter, load_run_model
     from trustfl.audits.privacy.records import (MembershipData, check_disjoint, membership_data, recorded_canaries,
                                                 run_config)
@@ -140,6 +140,12 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
         data = membership_data(run, config=cfg, max_records=settings.max_records, seed=settings.seed,
                                progress=settings.progress)
     canaries = recorded_canaries(run)
+    source: list[PopulationSource] = []  # loaded and partitioned once, on first use
+
+    def population_source() -> PopulationSource:
+        if not source:
+            source.append(PopulationSource.of_run(run, cfg))
+        return source[0]
 
     # the shadow adapter (reference for calibrated attacks and canary scores)
     shadow, note = None, ""
@@ -150,7 +156,7 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
         per_client = max(10, (data.sampled_from.get("members", 0) // max(1, cfg.partition.num_clients))
                          if data is not None else 100)
         try:
-            population = population_records(run, cfg, exclude_texts=excl, n=per_client, seed=settings.seed)
+            population = population_source().sample(exclude_texts=excl, n=per_client, seed=settings.seed)
             shadow = shadow_reference(run, rm, cfg, population, cache=cache, seed=settings.seed,
                                       progress=settings.progress)
             result.data["shadow"] = {"records": len(population), "rounds": cfg.federation.rounds,
@@ -173,7 +179,8 @@ def privacy_audit(run_dir: Any, settings: PrivacyAuditSettings | None = None, *,
             shadow_note = "shadow adapters are kept in RUN_DIR/audit/privacy/cache (needs write=True and cache)"
         else:
             try:
-                shadow_set, pop_z, info = online_shadows(run, cfg, data, settings, out_dir / "cache" / "shadows")
+                shadow_set, pop_z, info = online_shadows(population_source(), cfg, data, settings,
+                                                         out_dir / "cache" / "shadows")
                 result.data["shadows"] = info
             except TrustFLError as exc:  # MembershipError: a pool missing a class, ...
                 shadow_note = str(exc).splitlines()[0]

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from trustfl.audits.privacy.settings import PrivacyAuditError, PrivacyAuditSettings
 
-__all__ = ["AttackOutcome", "ScoreCache", "available_attacks", "membership_audit", "online_shadows", "shadow_attacks",
-           "population_records", "shadow_reference", "used_rows"]
+__all__ = ["AttackOutcome", "PopulationSource", "ScoreCache", "available_attacks", "membership_audit", "online_shadows",
+           "population_records", "shadow_attacks", "shadow_reference", "used_rows"]
 
 # what the results say calibrated each attack, by its declared ``calibration``
 _REFERENCE_NOTES = {"none": "", "reference_model": "shadow adapter on population data",
@@ -122,22 +122,10 @@ class AttackOutcome:
 
 
 # ---------------------------------------------------------------------------------------------------- shadow
-_USED_ROWS: dict[tuple[str, str], tuple[set[int], set[int]]] = {}
-
-
 def used_rows(run: Any, cfg: Any) -> tuple[set[int], set[int]]:
     """``(used, test)`` source row ids: ``used`` = every client's training records and holdout as partitioned,
     BEFORE the client-side data steps (dedup drops near-copies of kept training records: they are no population
-    data), plus the manifest's recorded rows; ``test`` = the test split. Computed once per run and config (an
-    audit draws population records several times; each would load and partition the source again)."""
-    key = (str(run.path), json.dumps(cfg.to_dict(), sort_keys=True, default=str))
-    if key not in _USED_ROWS:
-        _USED_ROWS[key] = _used_rows(run, cfg)
-    used, test = _USED_ROWS[key]
-    return set(used), set(test)
-
-
-def _used_rows(run: Any, cfg: Any) -> tuple[set[int], set[int]]:
+    data), plus the manifest's recorded rows; ``test`` = the test split."""
     from trustfl.federation.clients import split_data
 
     data = split_data(cfg)
@@ -152,27 +140,48 @@ def _used_rows(run: Any, cfg: Any) -> tuple[set[int], set[int]]:
     return used, test - used
 
 
+@dataclass
+class PopulationSource:
+    """The source rows a run never trained on nor held out, loaded and partitioned once (an audit draws
+    population records several times: the shadow adapter's, RMIA's z, the shadow pool's top-up).
+
+    Rows outside every client's data as partitioned (before dedup) and outside the test split (else the test
+    rows, when the run used the whole source), without any text of a used row (the corpus repeats texts).
+    """
+
+    run_path: Path
+    source: Any
+    texts: list[str]
+    rows: list[int]
+    used_texts: set[str]
+
+    @classmethod
+    def of_run(cls, run: Any, cfg: Any) -> "PopulationSource":
+        from trustfl.data import load_dataset_source
+
+        used, test = used_rows(run, cfg)
+        ds = load_dataset_source(cfg.data.name, text_column=cfg.data.text_column, label_column=cfg.data.label_column)
+        texts = ds["text"][:]
+        rows = [i for i in range(len(texts)) if i not in used and i not in test]
+        if len(rows) < 10:
+            rows = sorted(test)  # the run used the whole source: the test split is the only population data
+        return cls(run_path=Path(run.path), source=ds, texts=texts, rows=rows,
+                   used_texts={texts[i] for i in used if 0 <= i < len(texts)})
+
+    def sample(self, *, exclude_texts: set[str], n: int, seed: int) -> Any:
+        """A seeded sample of at most ``n`` population records, none with a text of ``exclude_texts``."""
+        import numpy as np
+
+        keep = [i for i in self.rows if self.texts[i] not in self.used_texts and self.texts[i] not in exclude_texts]
+        if not keep:
+            raise PrivacyAuditError(f"{self.run_path}: no population records left to train a shadow adapter on")
+        chosen = sorted(np.random.default_rng(seed).permutation(keep)[:n].tolist())
+        return self.source.select(chosen)
+
+
 def population_records(run: Any, cfg: Any, *, exclude_texts: set[str], n: int, seed: int) -> Any:
-    """Records the run never trained on nor held out: source rows outside every client's data as partitioned
-    (before dedup) and outside the test split (else the test rows), without any text of ``exclude_texts`` or of a
-    used row (the corpus repeats texts); a seeded sample of at most ``n``."""
-    import numpy as np
-
-    from trustfl.data import load_dataset_source
-
-    used, test = used_rows(run, cfg)
-    ds = load_dataset_source(cfg.data.name, text_column=cfg.data.text_column, label_column=cfg.data.label_column)
-    texts = ds["text"][:]
-    taken = set(exclude_texts) | {texts[i] for i in used if 0 <= i < len(texts)}
-    pool = [i for i in range(len(texts)) if i not in used and i not in test]
-    if len(pool) < 10:
-        pool = sorted(test)  # the run used the whole source: the test split is the only population data
-    keep = [i for i in pool if texts[i] not in taken]
-    if not keep:
-        raise PrivacyAuditError(f"{run.path}: no population records left to train a shadow adapter on")
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.permutation(keep)[:n].tolist())
-    return ds.select(chosen)
+    """One draw of :class:`PopulationSource` (library shortcut; an audit keeps the source and draws from it)."""
+    return PopulationSource.of_run(run, cfg).sample(exclude_texts=exclude_texts, n=n, seed=seed)
 
 
 def shadow_reference(run: Any, rm: Any, cfg: Any, population: Any, *, cache: ScoreCache, seed: int = 0,
@@ -216,12 +225,12 @@ def _records_table(parts: list[Any], task: str) -> Any:
     return datasets.Dataset.from_dict({"text": texts, "label": [int(y) for ds in parts for y in ds["label"][:]]})
 
 
-def online_shadows(run: Any, cfg: Any, data: Any, settings: PrivacyAuditSettings, out_dir: Path
+def online_shadows(population: PopulationSource, cfg: Any, data: Any, settings: PrivacyAuditSettings, out_dir: Path
                    ) -> tuple[Any, Any, dict[str, Any]]:
     """Shadow federations for LiRA and RMIA: ``(ShadowSet, population z, info)``.
 
     Each shadow is the run's recipe (FM, adapters, clients, optimiser, rounds x local epochs, server pipeline, DP,
-    dedup; on the local engine, without canaries, secure aggregation as its plaintext equivalent:
+    dedup, the target's canaries; on the local engine, secure aggregation as its plaintext equivalent:
     :func:`~trustfl.attacks.membership.shadows.shadow_recipe`, listed in ``info["overrides"]``)
     trained by the federated loop on a random part of a pool holding the audited records (members and
     non-members), the RMIA population z and, if the pool is too small, more population rows. So every record is
@@ -238,7 +247,7 @@ def online_shadows(run: Any, cfg: Any, data: Any, settings: PrivacyAuditSettings
     task = cfg.model.task
     cand = _records_table([data.members, data.nonmembers], task)
     excl = set(cand["text"])
-    z = population_records(run, cfg, exclude_texts=excl, n=settings.population, seed=settings.seed + 2)
+    z = population.sample(exclude_texts=excl, n=settings.population, seed=settings.seed + 2)
     z = _records_table([z], task)
     trained = int(data.sampled_from.get("members", len(data.members)))  # records the target trained on
     keep = 1.0 - float(cfg.data.test_fraction)
@@ -246,8 +255,8 @@ def online_shadows(run: Any, cfg: Any, data: Any, settings: PrivacyAuditSettings
     short = math.ceil(2 * trained / keep) - len(cand) - len(z)
     if short > 0:
         try:
-            parts.append(_records_table([population_records(run, cfg, exclude_texts=excl | set(z["text"]), n=short,
-                                                            seed=settings.seed + 3)], task))
+            parts.append(_records_table([population.sample(exclude_texts=excl | set(z["text"]), n=short,
+                                                           seed=settings.seed + 3)], task))
         except PrivacyAuditError:
             pass  # the source is used up: shadows train on fewer records than the target (in_fraction 1/2)
     pool = _records_table(parts, task)
