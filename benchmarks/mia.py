@@ -169,26 +169,25 @@ def shadow_losses(records: int, shadows: int, reps: int) -> dict:
     })
     with tempfile.TemporaryDirectory() as tmp:
         trained = train_shadow_adapters(cfg, pool, shadows, f"{tmp}/shadows", rounds=1)
-        model, tok = trained.model(0)  # builds the model side once (not timed)
-        times: dict[str, list[float]] = {"ShadowSet.losses (prefix once, top blocks per shadow)": [],
-                                         "per_record_loss per shadow (full forward each)": []}
+        _, tok = trained.model(0)  # builds the model side once (not timed)
+        replay = "ShadowSet.losses (prefix once, top blocks per shadow)"
+        full = "per_record_loss per shadow (full forward each)"
+
+        def each_shadow() -> None:
+            for i in range(len(trained)):
+                m, _ = trained.model(i)
+                per_record_loss(m, scored, tokenizer=tok, task="classification", max_length=64, batch_size=32)
+
+        times: dict[str, list[float]] = {replay: [], full: []}
         loads = []
         for _ in range(reps):
             loads.append(os.getloadavg()[0])
-            times["ShadowSet.losses (prefix once, top blocks per shadow)"].append(
-                _timed(lambda: trained.losses(scored, batch_size=32)))
-
-            def full() -> None:
-                for i in range(len(trained)):
-                    m, _ = trained.model(i)
-                    per_record_loss(m, scored, tokenizer=tok, task="classification", max_length=64, batch_size=32)
-
-            times["per_record_loss per shadow (full forward each)"].append(_timed(full))
+            times[replay].append(_timed(lambda: trained.losses(scored, batch_size=32)))
+            times[full].append(_timed(each_shadow))
         out = {"records": records, "shadows": len(trained), "reps": reps, "load_1min": loads,
                **{k: {"seconds": statistics.median(v), "record_shadow_pairs_per_s":
                       records * len(trained) / statistics.median(v), "raw_s": v} for k, v in times.items()}}
-    keys = list(times)
-    out["speedup"] = out[keys[1]]["seconds"] / out[keys[0]]["seconds"]
+    out["speedup"] = out[full]["seconds"] / out[replay]["seconds"]
     return out
 
 
